@@ -1,0 +1,92 @@
+//! Bugs planted on purpose, so that each checker of the simulator can be shown to fail.
+//!
+//! A [`Plants`] set can only be made non-empty with the `plant` cargo feature, which only the
+//! simulator enables; the production binary refuses to start if it was built with it. Every
+//! layer (Raft, the node core) consults the same set.
+
+/// One deliberate bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Plant {
+    /// The leader commits an entry of an earlier term by counting replicas (Raft §5.4.2).
+    CommitOldTermByReplicas,
+    /// Appends are acknowledged (and a leader counts itself) before they are durable.
+    AckBeforeDurable,
+    /// Linearizable reads are served from local state without ReadIndex.
+    ReadWithoutReadIndex,
+    /// Every node expires leases on its own (skewed) clock and proposes the revoke.
+    ExpireLeaseOnFollowerClock,
+    /// The watch hub drops an event now and then.
+    SkipWatchEvent,
+    /// The state machine applies a re-delivered entry a second time after a restart.
+    ReapplyAfterRestart,
+}
+
+impl Plant {
+    /// Every plant, in a fixed order.
+    pub const ALL: [Plant; 6] = [
+        Plant::CommitOldTermByReplicas,
+        Plant::AckBeforeDurable,
+        Plant::ReadWithoutReadIndex,
+        Plant::ExpireLeaseOnFollowerClock,
+        Plant::SkipWatchEvent,
+        Plant::ReapplyAfterRestart,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::CommitOldTermByReplicas => "commit-old-term",
+            Plant::AckBeforeDurable => "ack-before-durable",
+            Plant::ReadWithoutReadIndex => "read-without-readindex",
+            Plant::ExpireLeaseOnFollowerClock => "lease-on-follower-clock",
+            Plant::SkipWatchEvent => "skip-watch-event",
+            Plant::ReapplyAfterRestart => "reapply-after-restart",
+        }
+    }
+
+    /// One line on what the bug does.
+    pub fn description(self) -> &'static str {
+        match self {
+            Plant::CommitOldTermByReplicas => "leader commits an old-term entry by counting replicas",
+            Plant::AckBeforeDurable => "appends are acknowledged before they are fsynced",
+            Plant::ReadWithoutReadIndex => "linearizable reads are served locally without ReadIndex",
+            Plant::ExpireLeaseOnFollowerClock => "any node expires leases on its own skewed clock",
+            Plant::SkipWatchEvent => "the watch hub drops some events",
+            Plant::ReapplyAfterRestart => "the applied index is not saved with the entry's effects",
+        }
+    }
+
+    /// Looks a plant up by its command-line name.
+    pub fn from_name(name: &str) -> Option<Plant> {
+        Plant::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of planted bugs; empty unless built with the `plant` feature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plants(u32);
+
+impl Plants {
+    /// Whether `plant` is switched on.
+    pub fn has(self, plant: Plant) -> bool {
+        self.0 & plant.bit() != 0
+    }
+
+    /// Whether any plant is on.
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// A set holding just `plant`.
+    #[cfg(feature = "plant")]
+    pub fn only(plant: Plant) -> Plants {
+        Plants(plant.bit())
+    }
+}
+
+/// Whether this build can plant bugs at all (the production binary refuses to run if so).
+pub const PLANTS_COMPILED_IN: bool = cfg!(feature = "plant");

@@ -1,0 +1,283 @@
+//! The narrow ordered key-value seam under the MVCC store: named tables, atomic write
+//! batches, ordered scans and an explicit sync point.
+//!
+//! Contract: a batch is applied entirely or not at all; after `sync` returns, every batch
+//! written before it survives a power cut; a batch written after the last `sync` may be lost
+//! on a power cut, but never partly, and never while a later batch survives.
+
+use std::collections::BTreeMap;
+
+/// The tables (column families) of the keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Key versions by revision.
+    Kv,
+    /// Bookkeeping: applied index, compaction marks, membership.
+    Meta,
+    /// Leases by id.
+    Lease,
+}
+
+impl Table {
+    /// Every table, in a fixed order.
+    pub const ALL: [Table; 3] = [Table::Kv, Table::Meta, Table::Lease];
+
+    /// The table's name (a RocksDB column family).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Kv => "kv",
+            Table::Meta => "meta",
+            Table::Lease => "lease",
+        }
+    }
+}
+
+/// Failure of the backend: the node must stop rather than continue on unknown state.
+#[derive(Debug, thiserror::Error)]
+#[error("backend: {0}")]
+pub struct BackendError(pub String);
+
+/// Result of backend operations.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// One change of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set a key.
+    Put(Table, Vec<u8>, Vec<u8>),
+    /// Remove a key.
+    Delete(Table, Vec<u8>),
+}
+
+/// Changes applied atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The changes, in order.
+    pub ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// Adds a put.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(table, key, value));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(table, key));
+    }
+
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An ordered key-value store with tables.
+pub trait Backend {
+    /// The value of `key`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Entries with `start <= key < end` (no upper bound when `end` is empty), in key order.
+    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies `batch` atomically (not necessarily durably).
+    fn write(&mut self, batch: WriteBatch) -> Result<()>;
+    /// Makes every batch written so far durable.
+    fn sync(&mut self) -> Result<()>;
+    /// Approximate bytes in use.
+    fn size_bytes(&self) -> u64;
+}
+
+type Tables = BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// In-memory backend for simulation: keeps the last synced image apart from the batches
+/// written since, so a simulated power cut can drop a suffix of those batches.
+#[derive(Debug, Clone, Default)]
+pub struct MemBackend {
+    durable: Tables,
+    unsynced: Vec<WriteBatch>,
+    /// `durable` with `unsynced` applied: what reads see.
+    current: Tables,
+}
+
+impl MemBackend {
+    /// An empty backend.
+    pub fn new() -> MemBackend {
+        MemBackend::default()
+    }
+
+    /// Simulates a power cut: of the batches written since the last sync, only the first
+    /// `keep` survive (whole). Returns how many were lost.
+    pub fn power_cut(&mut self, keep: usize) -> usize {
+        let keep = keep.min(self.unsynced.len());
+        let lost = self.unsynced.len() - keep;
+        for batch in self.unsynced.drain(..keep) {
+            apply(&mut self.durable, &batch);
+        }
+        self.unsynced.clear();
+        self.current = self.durable.clone();
+        lost
+    }
+
+    /// Batches written since the last sync.
+    pub fn unsynced_batches(&self) -> usize {
+        self.unsynced.len()
+    }
+}
+
+fn apply(tables: &mut Tables, batch: &WriteBatch) {
+    for op in &batch.ops {
+        match op {
+            BatchOp::Put(t, k, v) => {
+                tables.entry(*t).or_default().insert(k.clone(), v.clone());
+            }
+            BatchOp::Delete(t, k) => {
+                if let Some(table) = tables.get_mut(t) {
+                    table.remove(k);
+                }
+            }
+        }
+    }
+}
+
+impl Backend for MemBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.current.get(&table).and_then(|t| t.get(key).cloned()))
+    }
+
+    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(t) = self.current.get(&table) else { return Ok(Vec::new()) };
+        let range = t.range(start.to_vec()..);
+        Ok(range
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        apply(&mut self.current, &batch);
+        self.unsynced.push(batch);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        for batch in self.unsynced.drain(..) {
+            apply(&mut self.durable, &batch);
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.current.values().flat_map(|t| t.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+}
+
+/// Serializes every table into one image (for Raft snapshots).
+pub fn dump(backend: &dyn Backend) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let entries = backend.scan(table, &[], &[])?;
+        out.push(table as u8);
+        out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+        for (k, v) in entries {
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(&v);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces every table's contents with the image from [`dump`], atomically.
+pub fn restore(backend: &mut dyn Backend, image: &[u8]) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    for table in Table::ALL {
+        for (k, _) in backend.scan(table, &[], &[])? {
+            batch.delete(table, k);
+        }
+    }
+    let mut reader = Reader { buf: image };
+    while !reader.buf.is_empty() {
+        let table = match reader.take(1)?[0] {
+            0 => Table::Kv,
+            1 => Table::Meta,
+            2 => Table::Lease,
+            other => return Err(BackendError(format!("snapshot image has unknown table {other}"))),
+        };
+        let count = u64::from_be_bytes(reader.take(8)?.try_into().expect("8 bytes"));
+        for _ in 0..count {
+            let key = reader.take_prefixed()?;
+            let value = reader.take_prefixed()?;
+            batch.put(table, key, value);
+        }
+    }
+    backend.write(batch)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(BackendError("snapshot image is truncated".into()));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn take_prefixed(&mut self) -> Result<Vec<u8>> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        Ok(self.take(len)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(b: &mut MemBackend, k: &str) {
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Kv, k.into(), b"v".to_vec());
+        batch.put(Table::Meta, format!("m-{k}").into_bytes(), b"v".to_vec());
+        b.write(batch).unwrap();
+    }
+
+    #[test]
+    fn power_cut_drops_unsynced_batches_whole() {
+        let mut b = MemBackend::new();
+        put(&mut b, "a");
+        b.sync().unwrap();
+        put(&mut b, "b");
+        put(&mut b, "c");
+        assert_eq!(b.power_cut(1), 1);
+        assert!(b.get(Table::Kv, b"b").unwrap().is_some());
+        assert!(b.get(Table::Meta, b"m-b").unwrap().is_some());
+        assert!(b.get(Table::Kv, b"c").unwrap().is_none());
+        assert!(b.get(Table::Meta, b"m-c").unwrap().is_none());
+    }
+
+    #[test]
+    fn scan_is_ordered_and_bounded() {
+        let mut b = MemBackend::new();
+        for k in ["c", "a", "b", "d"] {
+            put(&mut b, k);
+        }
+        let keys: Vec<_> = b.scan(Table::Kv, b"b", b"d").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn dump_and_restore_round_trip() {
+        let mut a = MemBackend::new();
+        put(&mut a, "x");
+        let image = dump(&a).unwrap();
+        let mut b = MemBackend::new();
+        put(&mut b, "stale");
+        restore(&mut b, &image).unwrap();
+        assert_eq!(dump(&b).unwrap(), image);
+        assert!(restore(&mut b, &image[..image.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! The in-memory index from each user key to its history: generations of revisions, each
+//! generation ended by a tombstone (a deletion).
+//!
+//! Invariants: revisions within a key increase strictly; every generation but the last is
+//! non-empty and ends with its tombstone; the last generation is empty exactly when the key is
+//! currently deleted (or was never written since its history was compacted away).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// A revision: `main` counts committed write transactions, `sub` orders changes within one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Revision {
+    /// Transaction counter.
+    pub main: i64,
+    /// Position within the transaction.
+    pub sub: i64,
+}
+
+impl Revision {
+    /// A revision.
+    pub fn new(main: i64, sub: i64) -> Revision {
+        Revision { main, sub }
+    }
+
+    /// The backend key: big-endian `main`, `_`, big-endian `sub`, so byte order is revision
+    /// order (etcd's layout).
+    pub fn to_bytes(self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[..8].copy_from_slice(&self.main.to_be_bytes());
+        out[8] = b'_';
+        out[9..].copy_from_slice(&self.sub.to_be_bytes());
+        out
+    }
+
+    /// Parses [`Revision::to_bytes`] (ignoring any suffix).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Revision> {
+        if bytes.len() < 17 {
+            return None;
+        }
+        let main = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        let sub = i64::from_be_bytes(bytes[9..17].try_into().ok()?);
+        Some(Revision { main, sub })
+    }
+}
+
+/// One life of a key, from creation to deletion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Generation {
+    /// Revision that created the key.
+    created: Revision,
+    /// The key's version at `revs[0]` (compaction drops older revisions).
+    first_version: i64,
+    /// Every remaining revision that changed the key, the tombstone last if `ended`.
+    revs: Vec<Revision>,
+    /// Whether a deletion ended this generation.
+    ended: bool,
+}
+
+/// The history of one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyHistory {
+    generations: Vec<Generation>,
+}
+
+/// Where a key stood at some revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAt {
+    /// Revision of the version visible at that point.
+    pub modified: Revision,
+    /// Revision that created the key.
+    pub created: Revision,
+    /// The key's version then.
+    pub version: i64,
+}
+
+impl KeyHistory {
+    fn current(&mut self) -> &mut Generation {
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        self.generations.last_mut().expect("just ensured")
+    }
+
+    fn put(&mut self, rev: Revision) {
+        let generation = self.current();
+        if generation.revs.is_empty() {
+            generation.created = rev;
+            generation.first_version = 1;
+        }
+        generation.revs.push(rev);
+    }
+
+    fn tombstone(&mut self, rev: Revision) -> bool {
+        let generation = self.current();
+        if generation.revs.is_empty() {
+            return false;
+        }
+        generation.revs.push(rev);
+        generation.ended = true;
+        self.generations.push(Generation::default());
+        true
+    }
+
+    /// The version visible at `at`, if the key existed then.
+    fn get(&self, at: i64) -> Option<KeyAt> {
+        for generation in self.generations.iter().rev() {
+            let Some(first) = generation.revs.first() else { continue };
+            if first.main > at {
+                continue;
+            }
+            let pos = generation.revs.partition_point(|r| r.main <= at);
+            if generation.ended && pos == generation.revs.len() {
+                // The last visible change is the tombstone.
+                return None;
+            }
+            let version = generation.first_version + pos as i64 - 1;
+            return Some(KeyAt { modified: generation.revs[pos - 1], created: generation.created, version });
+        }
+        None
+    }
+
+    /// Drops history older than `at` except the versions still visible at `at`; adds the
+    /// revisions to keep to `keep`. Returns whether the key has no history left.
+    fn compact(&mut self, at: i64, keep: &mut Vec<Revision>) -> bool {
+        // Generations that ended (tombstone) at or before `at` are gone entirely.
+        let dead =
+            self.generations.iter().take_while(|g| g.ended && g.revs.last().is_some_and(|r| r.main <= at)).count();
+        self.generations.drain(..dead);
+        if let Some(generation) = self.generations.first_mut() {
+            let pos = generation.revs.partition_point(|r| r.main <= at);
+            if pos > 0 {
+                keep.push(generation.revs[pos - 1]);
+                // Keep the newest version at or before `at`; older revisions go.
+                let drop = pos - 1;
+                generation.revs.drain(..drop);
+                generation.first_version += drop as i64;
+            }
+        }
+        self.generations.iter().all(|g| g.revs.is_empty())
+    }
+}
+
+/// The key index.
+#[derive(Debug, Clone, Default)]
+pub struct KeyIndex {
+    keys: BTreeMap<Vec<u8>, KeyHistory>,
+}
+
+impl KeyIndex {
+    /// Records a put of `key` at `rev`.
+    pub fn put(&mut self, key: &[u8], rev: Revision) {
+        self.keys.entry(key.to_vec()).or_default().put(rev);
+    }
+
+    /// Replays a stored version while rebuilding the index: `rev` wrote version `version` of
+    /// a generation created at `created` (older revisions may have been compacted away).
+    pub fn restore(&mut self, key: &[u8], rev: Revision, created: Revision, version: i64) {
+        let history = self.keys.entry(key.to_vec()).or_default();
+        let generation = history.current();
+        if generation.revs.is_empty() {
+            generation.created = created;
+            generation.first_version = version;
+        }
+        generation.revs.push(rev);
+    }
+
+    /// Records a deletion of `key` at `rev`; false if the key did not exist.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
+        self.keys.get_mut(key).is_some_and(|h| h.tombstone(rev))
+    }
+
+    /// `key` as of revision `at`.
+    pub fn get(&self, key: &[u8], at: i64) -> Option<KeyAt> {
+        self.keys.get(key)?.get(at)
+    }
+
+    /// Every key in `[start, end)` that exists at `at`, in key order (`end` empty: just
+    /// `start`; `end == [0]`: no upper bound).
+    pub fn range(&self, start: &[u8], end: &[u8], at: i64) -> Vec<(Vec<u8>, KeyAt)> {
+        if end.is_empty() {
+            return self.get(start, at).map(|k| vec![(start.to_vec(), k)]).unwrap_or_default();
+        }
+        let upper = if end == [0] { Bound::Unbounded } else { Bound::Excluded(end.to_vec()) };
+        if upper != Bound::Unbounded && start >= end {
+            return Vec::new();
+        }
+        self.keys
+            .range((Bound::Included(start.to_vec()), upper))
+            .filter_map(|(k, h)| h.get(at).map(|at| (k.clone(), at)))
+            .collect()
+    }
+
+    /// Compacts every key's history at `at`; returns the revisions `<= at` that stay
+    /// readable, so the backend can delete the rest.
+    pub fn compact(&mut self, at: i64) -> Vec<Revision> {
+        let mut keep = Vec::new();
+        self.keys.retain(|_, h| !h.compact(at, &mut keep));
+        keep.sort();
+        keep
+    }
+
+    /// Number of keys with any history.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key has history.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    #[test]
+    fn generations_and_tombstones() {
+        let mut idx = KeyIndex::default();
+        idx.put(b"k", rev(2));
+        idx.put(b"k", rev(4));
+        assert!(idx.tombstone(b"k", rev(6)));
+        idx.put(b"k", rev(8));
+        assert_eq!(idx.get(b"k", 1), None);
+        assert_eq!(idx.get(b"k", 3), Some(KeyAt { modified: rev(2), created: rev(2), version: 1 }));
+        assert_eq!(idx.get(b"k", 5), Some(KeyAt { modified: rev(4), created: rev(2), version: 2 }));
+        assert_eq!(idx.get(b"k", 6), None);
+        assert_eq!(idx.get(b"k", 9), Some(KeyAt { modified: rev(8), created: rev(8), version: 1 }));
+        assert!(!idx.tombstone(b"missing", rev(9)));
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_visible() {
+        let mut idx = KeyIndex::default();
+        idx.put(b"a", rev(1));
+        idx.put(b"a", rev(2));
+        idx.put(b"b", rev(3));
+        idx.tombstone(b"b", rev(4));
+        idx.put(b"a", rev(5));
+        let keep = idx.compact(4);
+        assert_eq!(keep, vec![rev(2)]);
+        assert_eq!(idx.get(b"a", 4).unwrap().modified, rev(2));
+        assert_eq!(idx.get(b"a", 5).unwrap().version, 3);
+        assert_eq!(idx.get(b"b", 3), None, "b's deleted generation is gone");
+        assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn range_bounds() {
+        let mut idx = KeyIndex::default();
+        for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
+            idx.put(*k, rev(i as i64 + 1));
+        }
+        let keys = |s: &[u8], e: &[u8]| idx.range(s, e, 10).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(b"a", b"c"), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(keys(b"b", &[0]), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys(b"b", b""), vec![b"b".to_vec()]);
+        assert!(keys(b"c", b"a").is_empty());
+    }
+}

@@ -1,0 +1,608 @@
+//! The MVCC store: etcd's key-value semantics over the [`Backend`] seam.
+//!
+//! Layout in the backend: table `Kv` maps a revision (`Revision::to_bytes`, plus a `t` for a
+//! tombstone) to the encoded `KeyValue`; table `Meta` holds the applied index, the current
+//! revision, the compaction revision and the node's opaque metadata; table `Lease` holds each
+//! lease's TTL.
+//!
+//! Invariants:
+//! - every change made while applying one log entry, and that entry's index as the applied
+//!   index, reach the backend in a single atomic batch, so a restart never applies an entry
+//!   twice or half;
+//! - a write request that changes anything takes the next main revision; its changes take
+//!   sub-revisions 0, 1, ... in order; a request that changes nothing keeps the revision;
+//! - a read at revision `r` sees exactly the changes with main revision `<= r`; reads below
+//!   the compaction revision fail with `Compacted`, above the current one with `FutureRev`.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use super::key_index::{KeyAt, KeyIndex, Revision};
+use super::lease::Lessor;
+use super::types::*;
+use crate::backend::{Backend, BackendError, Table, WriteBatch};
+
+const META_APPLIED: &[u8] = b"applied_index";
+const META_REVISION: &[u8] = b"current_revision";
+const META_COMPACT: &[u8] = b"compact_revision";
+const TOMBSTONE: u8 = b't';
+
+/// Why a request failed; messages are etcd's.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    /// The revision was compacted away.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The revision is newer than the store.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev,
+    /// The lease does not exist.
+    #[error("lease not found")]
+    LeaseNotFound,
+    /// `ignore_value` or `ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// The lease already exists.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// The backend failed; the node must stop.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Result of MVCC operations.
+pub type Result<T> = std::result::Result<T, MvccError>;
+
+/// What committing one applied entry produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    /// The store's revision afterwards.
+    pub revision: i64,
+    /// The changes, in revision order (empty if nothing changed).
+    pub events: Vec<Event>,
+}
+
+/// The MVCC keyspace.
+pub struct KvStore<B: Backend> {
+    backend: B,
+    index: KeyIndex,
+    lessor: Lessor,
+    current_rev: i64,
+    compact_rev: i64,
+    applied_index: u64,
+}
+
+fn decode_i64(v: Option<Vec<u8>>) -> i64 {
+    v.and_then(|b| b.try_into().ok()).map(i64::from_be_bytes).unwrap_or(0)
+}
+
+fn kv_key(rev: Revision, tombstone: bool) -> Vec<u8> {
+    let mut k = rev.to_bytes().to_vec();
+    if tombstone {
+        k.push(TOMBSTONE);
+    }
+    k
+}
+
+fn decode_kv(bytes: &[u8]) -> Result<KeyValue> {
+    KeyValue::decode(bytes).map_err(|e| MvccError::Backend(BackendError(format!("undecodable key value: {e}"))))
+}
+
+impl<B: Backend> KvStore<B> {
+    /// Opens the store, rebuilding the key index and leases from the backend.
+    pub fn open(backend: B) -> Result<KvStore<B>> {
+        let mut store = KvStore {
+            index: KeyIndex::default(),
+            lessor: Lessor::default(),
+            current_rev: 1,
+            compact_rev: 0,
+            applied_index: 0,
+            backend,
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn load(&mut self) -> Result<()> {
+        self.index = KeyIndex::default();
+        self.lessor = Lessor::default();
+        let meta = |k| self.backend.get(Table::Meta, k);
+        self.applied_index = decode_i64(meta(META_APPLIED)?) as u64;
+        self.current_rev = decode_i64(meta(META_REVISION)?).max(1);
+        self.compact_rev = decode_i64(meta(META_COMPACT)?);
+        for (k, v) in self.backend.scan(Table::Lease, &[], &[])? {
+            let id = i64::from_be_bytes(k.as_slice().try_into().map_err(|_| BackendError("bad lease key".into()))?);
+            self.lessor.grant(id, decode_i64(Some(v)), None);
+        }
+        for (k, v) in self.backend.scan(Table::Kv, &[], &[])? {
+            let rev = Revision::from_bytes(&k).ok_or_else(|| BackendError("bad revision key".into()))?;
+            let kv = decode_kv(&v)?;
+            if k.get(17) == Some(&TOMBSTONE) {
+                self.index.tombstone(&kv.key, rev);
+            } else {
+                self.index.restore(&kv.key, rev, Revision::new(kv.create_revision, 0), kv.version);
+            }
+        }
+        for (key, at) in self.index.range(&[], &[0], self.current_rev) {
+            let kv = self.read_kv(at.modified, &BTreeMap::new())?;
+            if kv.lease != 0 {
+                self.lessor.attach(kv.lease, &key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the last log entry whose effects are in the store.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev
+    }
+
+    /// The last compaction revision (0: never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// The leases.
+    pub fn lessor(&self) -> &Lessor {
+        &self.lessor
+    }
+
+    /// The leases, to manage expiries.
+    pub fn lessor_mut(&mut self) -> &mut Lessor {
+        &mut self.lessor
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, to sync it or install a snapshot image.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Reloads everything from the backend (after a snapshot image was installed).
+    pub fn reload(&mut self) -> Result<()> {
+        self.load()
+    }
+
+    fn read_kv(&self, rev: Revision, pending: &BTreeMap<Revision, KeyValue>) -> Result<KeyValue> {
+        if let Some(kv) = pending.get(&rev) {
+            return Ok(kv.clone());
+        }
+        let bytes = self
+            .backend
+            .get(Table::Kv, &kv_key(rev, false))?
+            .ok_or_else(|| BackendError(format!("key index names missing revision {rev:?}")))?;
+        decode_kv(&bytes)
+    }
+
+    fn check_revision(&self, rev: i64, current: i64) -> Result<i64> {
+        if rev > current {
+            return Err(MvccError::FutureRev);
+        }
+        if rev > 0 && rev < self.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        Ok(if rev <= 0 { current } else { rev })
+    }
+
+    /// Serves a range at its revision (0: the current one).
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.range_at(req, self.current_rev, &BTreeMap::new())
+    }
+
+    fn range_at(
+        &self,
+        req: &RangeRequest,
+        current: i64,
+        pending: &BTreeMap<Revision, KeyValue>,
+    ) -> Result<RangeResponse> {
+        let rev = self.check_revision(req.revision, current)?;
+        let found = self.index.range(&req.key, &req.range_end, rev);
+        let count = found.len() as i64;
+        if req.count_only {
+            return Ok(RangeResponse { kvs: Vec::new(), more: false, count });
+        }
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        let sort_target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+        let mut sort_order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+        let sorted = sort_order != SortOrder::None;
+        if sort_target != SortTarget::Key && sort_order == SortOrder::None {
+            // Results come in key order; other targets sort ascending by default.
+            sort_order = SortOrder::Ascend;
+        }
+        // Without sorting or filtering, only limit + 1 keys are needed (the +1 sets `more`).
+        let fetch = if req.limit > 0 && !sorted && !filtered { (req.limit + 1) as usize } else { usize::MAX };
+        let mut kvs = Vec::new();
+        for (_, at) in found.iter().take(fetch) {
+            let kv = self.read_kv(at.modified, pending)?;
+            if passes_filters(req, &kv) {
+                kvs.push(kv);
+            }
+        }
+        if sort_order != SortOrder::None {
+            sort_kvs(&mut kvs, sort_target, sort_order);
+        }
+        let mut more = false;
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(RangeResponse { kvs, more, count })
+    }
+
+    /// The changes with main revision in `[from, to]`, in order, for watch catch-up.
+    pub fn events(&self, from: i64, to: i64) -> Result<Vec<Event>> {
+        if from < self.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        let start = Revision::new(from.max(1), 0).to_bytes();
+        let end = Revision::new(to + 1, 0).to_bytes();
+        let mut events = Vec::new();
+        for (k, v) in self.backend.scan(Table::Kv, &start, &end)? {
+            let kv = decode_kv(&v)?;
+            let event_type = if k.get(17) == Some(&TOMBSTONE) { EventType::Delete } else { EventType::Put };
+            events.push(Event { event_type: event_type as i32, kv: Some(kv), prev_kv: None });
+        }
+        Ok(events)
+    }
+
+    /// The version of `key` visible just before revision `rev` (for a watcher's prev_kv).
+    pub fn prev_kv(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        match self.index.get(key, rev - 1) {
+            Some(at) => Ok(Some(self.read_kv(at.modified, &BTreeMap::new())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Hash of the key-value history up to `rev` (0: current), with the compaction revision
+    /// it covers from; replicas at the same point must agree.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let rev = self.check_revision(rev, self.current_rev)?;
+        let mut hash = crc32c::crc32c(b"key");
+        let end = Revision::new(rev + 1, 0).to_bytes();
+        for (k, v) in self.backend.scan(Table::Kv, &[], &end)? {
+            hash = crc32c::crc32c_append(hash, &k);
+            hash = crc32c::crc32c_append(hash, &v);
+        }
+        Ok((hash, self.compact_rev, rev))
+    }
+
+    /// Starts applying log entry `index`; call [`Apply::commit`] to make it take effect.
+    pub fn begin(&mut self, index: u64) -> Apply<'_, B> {
+        let main = self.current_rev + 1;
+        Apply {
+            store: self,
+            index,
+            main,
+            sub: 0,
+            batch: WriteBatch::default(),
+            pending: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+        && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+        && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+        && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+}
+
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
+    kvs.sort_by(|a, b| {
+        let ord = match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        if order == SortOrder::Descend {
+            ord.reverse()
+        } else {
+            ord
+        }
+    });
+}
+
+/// The changes of one log entry, applied atomically on [`Apply::commit`]. Reads through it
+/// see its own earlier writes, as etcd's transactions do.
+pub struct Apply<'a, B: Backend> {
+    store: &'a mut KvStore<B>,
+    index: u64,
+    main: i64,
+    sub: i64,
+    batch: WriteBatch,
+    /// Versions written by this entry, not yet in the backend.
+    pending: BTreeMap<Revision, KeyValue>,
+    events: Vec<Event>,
+}
+
+impl<B: Backend> Apply<'_, B> {
+    /// The revision reads see: this entry's if it has changed anything.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.store.current_rev
+        }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let rev = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        rev
+    }
+
+    fn current(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.store.index.get(key, self.read_rev()) {
+            Some(KeyAt { modified, .. }) => Ok(Some(self.store.read_kv(modified, &self.pending)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The store's lessor (lease checks during apply).
+    pub fn lessor(&self) -> &Lessor {
+        &self.store.lessor
+    }
+
+    /// Serves a range as of this entry's writes so far.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.store.range_at(req, self.read_rev(), &self.pending)
+    }
+
+    fn check_put(&self, req: &PutRequest) -> Result<()> {
+        if (req.ignore_value || req.ignore_lease) && self.current(&req.key)?.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        if !req.ignore_lease && req.lease != 0 && !self.store.lessor.contains(req.lease) {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    /// Writes one key.
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        self.check_put(req)?;
+        self.put_checked(req)
+    }
+
+    fn put_checked(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let prev = self.current(&req.key)?;
+        let rev = self.next_rev();
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (rev.main, 1),
+        };
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let kv = KeyValue { key: req.key.clone(), create_revision, mod_revision: rev.main, version, value, lease };
+        if let Some(p) = &prev {
+            if p.lease != 0 && p.lease != lease {
+                self.store.lessor.detach(p.lease, &req.key);
+            }
+        }
+        if lease != 0 {
+            self.store.lessor.attach(lease, &req.key);
+        }
+        self.store.index.put(&req.key, rev);
+        self.batch.put(Table::Kv, kv_key(rev, false), kv.encode_to_vec());
+        self.pending.insert(rev, kv.clone());
+        self.events.push(Event { event_type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
+        Ok(PutResponse { prev_kv: if req.prev_kv { prev } else { None } })
+    }
+
+    /// Deletes keys.
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let keys = self.store.index.range(&req.key, &req.range_end, self.read_rev());
+        let mut prev_kvs = Vec::new();
+        for (key, at) in &keys {
+            let prev = self.store.read_kv(at.modified, &self.pending)?;
+            let rev = self.next_rev();
+            self.store.index.tombstone(key, rev);
+            if prev.lease != 0 {
+                self.store.lessor.detach(prev.lease, key);
+            }
+            let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            self.batch.put(Table::Kv, kv_key(rev, true), tomb.encode_to_vec());
+            self.events.push(Event {
+                event_type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: Some(prev.clone()),
+            });
+            if req.prev_kv {
+                prev_kvs.push(prev);
+            }
+        }
+        Ok(DeleteRangeResponse { deleted: keys.len() as i64, prev_kvs })
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool> {
+        let req = RangeRequest { key: c.key.clone(), range_end: c.range_end.clone(), ..Default::default() };
+        let kvs = self.range(&req)?.kvs;
+        if kvs.is_empty() {
+            // A value compare on a missing key always fails; other targets compare with 0.
+            return Ok(c.target() != CompareTarget::Value && compare_kv(c, &KeyValue::default()));
+        }
+        Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+    }
+
+    fn compare_all(&self, compares: &[Compare]) -> Result<bool> {
+        for c in compares {
+            if !self.compare(c)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Decides every branch of `req` and its nested transactions up front, against the
+    /// state before any of its operations run (as etcd does); depth-first order.
+    fn decide_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let succeeded = self.compare_all(&req.compare)?;
+        path.push(succeeded);
+        for op in if succeeded { &req.success } else { &req.failure } {
+            if let Some(Request::Txn(inner)) = &op.request {
+                self.decide_path(inner, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the decided branches before running them, so that a failing transaction
+    /// changes nothing.
+    fn check_path(&self, req: &TxnRequest, path: &mut impl Iterator<Item = bool>) -> Result<()> {
+        let succeeded = path.next().expect("a decision per transaction");
+        for op in if succeeded { &req.success } else { &req.failure } {
+            match &op.request {
+                Some(Request::Put(p)) => self.check_put(p)?,
+                Some(Request::Range(r)) => {
+                    self.store.check_revision(r.revision, self.read_rev())?;
+                }
+                Some(Request::Txn(inner)) => self.check_path(inner, path)?,
+                Some(Request::DeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a transaction: compares, then the chosen branch, atomically.
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        let mut path = Vec::new();
+        self.decide_path(req, &mut path)?;
+        self.check_path(req, &mut path.iter().copied())?;
+        self.run_path(req, &mut path.into_iter())
+    }
+
+    fn run_path(&mut self, req: &TxnRequest, path: &mut impl Iterator<Item = bool>) -> Result<TxnResponse> {
+        let succeeded = path.next().expect("a decision per transaction");
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::Range(r)) => Response::Range(self.range(r)?),
+                Some(Request::Put(p)) => Response::Put(self.put_checked(p)?),
+                Some(Request::DeleteRange(d)) => Response::DeleteRange(self.delete_range(d)?),
+                Some(Request::Txn(inner)) => Response::Txn(self.run_path(inner, path)?),
+                None => continue,
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { succeeded, responses })
+    }
+
+    /// Compacts history up to `rev`: versions not visible at `rev` are removed for good.
+    pub fn compact(&mut self, rev: i64) -> Result<()> {
+        if rev <= self.store.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.store.current_rev {
+            return Err(MvccError::FutureRev);
+        }
+        let keep = self.store.index.compact(rev);
+        let end = Revision::new(rev + 1, 0).to_bytes();
+        for (k, _) in self.store.backend.scan(Table::Kv, &[], &end)? {
+            let r = Revision::from_bytes(&k).expect("kv keys are revisions");
+            if keep.binary_search(&r).is_err() || k.get(17) == Some(&TOMBSTONE) {
+                self.batch.delete(Table::Kv, k);
+            }
+        }
+        self.store.compact_rev = rev;
+        self.batch.put(Table::Meta, META_COMPACT.to_vec(), rev.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Grants a lease (expiry set now if `now_ms` is given, on the leader).
+    pub fn lease_grant(&mut self, id: i64, ttl_secs: i64, now_ms: Option<u64>) -> Result<()> {
+        if self.store.lessor.contains(id) {
+            return Err(MvccError::LeaseExists);
+        }
+        self.store.lessor.grant(id, ttl_secs, now_ms);
+        self.batch.put(Table::Lease, id.to_be_bytes().to_vec(), ttl_secs.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Revokes a lease, deleting its keys.
+    pub fn lease_revoke(&mut self, id: i64) -> Result<()> {
+        let keys = self.store.lessor.get(id).map(|l| l.keys.clone()).ok_or(MvccError::LeaseNotFound)?;
+        for key in keys {
+            self.delete_range(&DeleteRangeRequest { key, ..Default::default() })?;
+        }
+        self.store.lessor.revoke(id);
+        self.batch.delete(Table::Lease, id.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Stores opaque node metadata (membership, for example) with this entry.
+    pub fn put_meta(&mut self, key: &[u8], value: Vec<u8>) {
+        self.batch.put(Table::Meta, key.to_vec(), value);
+    }
+
+    /// The revision a response header reports.
+    pub fn header_revision(&self) -> i64 {
+        self.read_rev()
+    }
+
+    /// Writes everything, with the applied index, in one atomic batch.
+    pub fn commit(mut self) -> Result<Committed> {
+        if self.sub > 0 {
+            self.store.current_rev = self.main;
+            self.batch.put(Table::Meta, META_REVISION.to_vec(), self.main.to_be_bytes().to_vec());
+        }
+        self.batch.put(Table::Meta, META_APPLIED.to_vec(), (self.index as i64).to_be_bytes().to_vec());
+        self.store.backend.write(self.batch)?;
+        self.store.applied_index = self.index;
+        Ok(Committed { revision: self.store.current_rev, events: self.events })
+    }
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord: Ordering = match (c.target(), &c.target_union) {
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
+        (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),
+        (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),
+        (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
+        (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => kv.lease.cmp(v),
+        (CompareTarget::Create, _) => kv.create_revision.cmp(&0),
+        (CompareTarget::Mod, _) => kv.mod_revision.cmp(&0),
+        (CompareTarget::Version, _) => kv.version.cmp(&0),
+        (CompareTarget::Lease, _) => kv.lease.cmp(&0),
+    };
+    match c.result() {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Reads the node's opaque metadata stored with [`Apply::put_meta`].
+pub fn get_meta<B: Backend>(store: &KvStore<B>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(store.backend.get(Table::Meta, key)?)
+}

@@ -1,0 +1,501 @@
+//! The Raft write-ahead log over the [`Disk`] seam.
+//!
+//! Layout: segment files `wal-<seq>-<first index>` holding records
+//! `[len u32][crc32c u32][kind u8][payload]`, where the CRC covers kind and payload. Each
+//! segment starts with the current hard state and snapshot point, so older segments can be
+//! removed once a snapshot covers them. Snapshot images live beside the log in
+//! `snap-<index>` files.
+//!
+//! The log is agnostic of Raft's encoding: entries are opaque bytes keyed by their index, and
+//! the hard state and snapshot point are opaque bytes the node encodes.
+//!
+//! Recovery invariants: records are replayed in order; an entry at index `i` replaces every
+//! entry at `>= i` (a conflicting suffix was truncated); a damaged record that runs to the end
+//! of the newest segment is a torn write and is cut off; any other damage is corruption and
+//! recovery refuses to continue rather than start from a wrong log.
+
+use std::future::Future;
+use std::io;
+
+/// Files in one directory, written by appending; data is durable only after `sync`.
+pub trait Disk {
+    /// File names, sorted.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// The whole file.
+    fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// Appends to the file, creating it if needed (not durable until `sync`).
+    fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
+    /// Removes the file.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Makes the file's contents and its directory entry durable.
+    fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Why the log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The disk failed; the node must stop.
+    #[error("wal: io: {0}")]
+    Io(#[from] io::Error),
+    /// A record in the middle of the log is damaged.
+    #[error("wal: corrupt record in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The segment.
+        file: String,
+        /// Byte offset of the damaged record.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result of log operations.
+pub type Result<T> = std::result::Result<T, WalError>;
+
+const HEADER: usize = 9;
+const KIND_ENTRY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
+/// Sanity bound on one record; anything larger is damage.
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// One log entry: its index and its encoding.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WalEntry {
+    /// Position in the log.
+    pub index: u64,
+    /// The encoded entry.
+    pub data: Vec<u8>,
+}
+
+/// A snapshot point: the last index it covers and its encoded metadata.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    /// Last index covered.
+    pub index: u64,
+    /// The encoded metadata.
+    pub meta: Vec<u8>,
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recovered {
+    /// Last hard state written (empty if none).
+    pub hard_state: Vec<u8>,
+    /// Last snapshot point written.
+    pub snapshot: SnapshotPoint,
+    /// The image of that snapshot, if one was saved.
+    pub snapshot_image: Option<Vec<u8>>,
+    /// Entries after the snapshot point, contiguous.
+    pub entries: Vec<WalEntry>,
+    /// Bytes of torn tail that were cut off.
+    pub torn_bytes: usize,
+}
+
+/// The write-ahead log.
+pub struct Wal<D: Disk> {
+    disk: D,
+    segment: String,
+    segment_seq: u64,
+    segment_bytes: u64,
+    max_segment_bytes: u64,
+    /// Index of the last entry written.
+    last_index: u64,
+    hard_state: Vec<u8>,
+    snapshot: SnapshotPoint,
+    /// Files written since the last sync.
+    dirty: Vec<String>,
+}
+
+fn segment_name(seq: u64, first_index: u64) -> String {
+    format!("wal-{seq:016x}-{first_index:016x}")
+}
+
+fn parse_segment(name: &str) -> Option<(u64, u64)> {
+    let rest = name.strip_prefix("wal-")?;
+    let (seq, first) = rest.split_once('-')?;
+    Some((u64::from_str_radix(seq, 16).ok()?, u64::from_str_radix(first, 16).ok()?))
+}
+
+fn snapshot_name(index: u64) -> String {
+    format!("snap-{index:016x}")
+}
+
+fn encode_record(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
+    let mut crc = crc32c::crc32c(&[kind]);
+    crc = crc32c::crc32c_append(crc, payload);
+    out.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+}
+
+/// One decoded record, or why decoding stopped.
+enum Decoded<'a> {
+    Record { kind: u8, payload: &'a [u8], next: usize },
+    Damaged { reaches_end: bool, reason: String },
+}
+
+fn decode_record(buf: &[u8], at: usize) -> Decoded<'_> {
+    let rest = &buf[at..];
+    if rest.len() < HEADER {
+        return Decoded::Damaged { reaches_end: true, reason: "short header".into() };
+    }
+    let len = u32::from_be_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_RECORD || 8 + len > rest.len() {
+        return Decoded::Damaged { reaches_end: true, reason: format!("record length {len} runs past the end") };
+    }
+    let body = &rest[8..8 + len];
+    if crc32c::crc32c(body) != crc {
+        return Decoded::Damaged { reaches_end: 8 + len == rest.len(), reason: "checksum mismatch".into() };
+    }
+    Decoded::Record { kind: body[0], payload: &body[1..], next: at + 8 + len }
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens the log on `disk`, recovering what it holds (an empty disk gives an empty log).
+    pub fn open(mut disk: D, max_segment_bytes: u64) -> Result<(Wal<D>, Recovered)> {
+        let mut segments: Vec<(u64, u64, String)> =
+            disk.list()?.into_iter().filter_map(|n| parse_segment(&n).map(|(seq, first)| (seq, first, n))).collect();
+        segments.sort();
+        let mut rec = Recovered::default();
+        let count = segments.len();
+        for (i, (_, _, name)) in segments.iter().enumerate() {
+            let data = disk.read(name)?;
+            let mut at = 0;
+            while at < data.len() {
+                match decode_record(&data, at) {
+                    Decoded::Record { kind, payload, next } => {
+                        apply_record(&mut rec, kind, payload).map_err(|reason| WalError::Corrupt {
+                            file: name.clone(),
+                            offset: at,
+                            reason,
+                        })?;
+                        at = next;
+                    }
+                    Decoded::Damaged { reaches_end, reason } => {
+                        if i + 1 == count && reaches_end {
+                            rec.torn_bytes = data.len() - at;
+                            disk.truncate(name, at as u64)?;
+                            break;
+                        }
+                        return Err(WalError::Corrupt { file: name.clone(), offset: at, reason });
+                    }
+                }
+            }
+        }
+        // Segments that survive compaction may start before the snapshot point (their
+        // headers name an older one): keep what follows the snapshot, which must be gapless.
+        let snapshot_index = rec.snapshot.index;
+        rec.entries.retain(|e| e.index > snapshot_index);
+        for (expected, entry) in (snapshot_index + 1..).zip(&rec.entries) {
+            if entry.index != expected {
+                let reason = format!("log resumes at {} where {expected} was expected", entry.index);
+                return Err(WalError::Corrupt { file: "(all segments)".into(), offset: 0, reason });
+            }
+        }
+        if rec.snapshot.index > 0 {
+            rec.snapshot_image = disk.read(&snapshot_name(rec.snapshot.index)).ok();
+        }
+        let (segment_seq, segment, segment_bytes) = match segments.last() {
+            Some((seq, _, name)) => (*seq, name.clone(), disk.read(name)?.len() as u64),
+            None => (0, String::new(), 0),
+        };
+        let mut wal = Wal {
+            disk,
+            segment,
+            segment_seq,
+            segment_bytes,
+            max_segment_bytes,
+            last_index: rec.entries.last().map_or(rec.snapshot.index, |e| e.index),
+            hard_state: rec.hard_state.clone(),
+            snapshot: rec.snapshot.clone(),
+            dirty: Vec::new(),
+        };
+        if wal.segment.is_empty() {
+            wal.start_segment(wal.last_index + 1)?;
+        }
+        Ok((wal, rec))
+    }
+
+    fn start_segment(&mut self, first_index: u64) -> Result<()> {
+        self.segment_seq += 1;
+        self.segment = segment_name(self.segment_seq, first_index);
+        self.segment_bytes = 0;
+        let mut buf = Vec::new();
+        encode_record(KIND_SNAPSHOT, &encode_snapshot_point(&self.snapshot), &mut buf);
+        encode_record(KIND_HARD_STATE, &self.hard_state, &mut buf);
+        self.write(&buf)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<()> {
+        self.disk.append(&self.segment, buf)?;
+        self.segment_bytes += buf.len() as u64;
+        if !self.dirty.contains(&self.segment) {
+            self.dirty.push(self.segment.clone());
+        }
+        Ok(())
+    }
+
+    /// Appends entries (replacing any conflicting suffix) and the hard state; durable after
+    /// [`Wal::sync`].
+    pub fn save(&mut self, hard_state: Option<Vec<u8>>, entries: &[WalEntry]) -> Result<()> {
+        if let Some(first) = entries.first() {
+            if self.segment_bytes >= self.max_segment_bytes {
+                self.start_segment(first.index)?;
+            }
+        }
+        let mut buf = Vec::new();
+        for entry in entries {
+            self.last_index = entry.index;
+            let mut payload = Vec::with_capacity(8 + entry.data.len());
+            payload.extend_from_slice(&entry.index.to_be_bytes());
+            payload.extend_from_slice(&entry.data);
+            encode_record(KIND_ENTRY, &payload, &mut buf);
+        }
+        if let Some(hs) = hard_state {
+            encode_record(KIND_HARD_STATE, &hs, &mut buf);
+            self.hard_state = hs;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.write(&buf)
+    }
+
+    /// Records a snapshot point, saving its image first when given (a snapshot received from
+    /// the leader). Durable after [`Wal::sync`].
+    pub fn save_snapshot(&mut self, point: SnapshotPoint, image: Option<&[u8]>) -> Result<()> {
+        if let Some(image) = image {
+            let name = snapshot_name(point.index);
+            if self.disk.list()?.contains(&name) {
+                self.disk.remove(&name)?;
+            }
+            self.disk.append(&name, image)?;
+            self.dirty.push(name);
+        }
+        let mut buf = Vec::new();
+        encode_record(KIND_SNAPSHOT, &encode_snapshot_point(&point), &mut buf);
+        self.last_index = self.last_index.max(point.index);
+        self.snapshot = point;
+        self.write(&buf)
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn sync(&mut self) -> Result<()> {
+        for name in std::mem::take(&mut self.dirty) {
+            self.disk.sync(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes segments and snapshot images wholly covered by the recorded snapshot point.
+    /// Call only after the state at that point is durable elsewhere.
+    pub fn compact(&mut self) -> Result<()> {
+        let upto = self.snapshot.index;
+        if self.segment_bytes > 0 {
+            // Start a fresh segment so the current one can go once it is covered.
+            self.start_segment(self.last_index + 1)?;
+        }
+        let mut segments: Vec<(u64, u64, String)> =
+            self.disk.list()?.into_iter().filter_map(|n| parse_segment(&n).map(|(s, f)| (s, f, n))).collect();
+        segments.sort();
+        for pair in segments.windows(2) {
+            let (next_first, name) = (pair[1].1, &pair[0].2);
+            if next_first <= upto + 1 && *name != self.segment {
+                self.disk.remove(name)?;
+            }
+        }
+        for name in self.disk.list()? {
+            if name.starts_with("snap-") && name != snapshot_name(upto) {
+                self.disk.remove(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The underlying disk.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+}
+
+fn encode_snapshot_point(point: &SnapshotPoint) -> Vec<u8> {
+    let mut payload = point.index.to_be_bytes().to_vec();
+    payload.extend_from_slice(&point.meta);
+    payload
+}
+
+fn split_index(payload: &[u8]) -> std::result::Result<(u64, &[u8]), String> {
+    if payload.len() < 8 {
+        return Err("record too short for its index".into());
+    }
+    let (index, rest) = payload.split_at(8);
+    Ok((u64::from_be_bytes(index.try_into().expect("8 bytes")), rest))
+}
+
+fn apply_record(rec: &mut Recovered, kind: u8, payload: &[u8]) -> std::result::Result<(), String> {
+    match kind {
+        KIND_ENTRY => {
+            let (index, data) = split_index(payload)?;
+            // A later entry at the same index replaced a conflicting suffix.
+            let keep = rec.entries.partition_point(|e| e.index < index);
+            rec.entries.truncate(keep);
+            rec.entries.push(WalEntry { index, data: data.to_vec() });
+        }
+        KIND_HARD_STATE => rec.hard_state = payload.to_vec(),
+        KIND_SNAPSHOT => {
+            let (index, meta) = split_index(payload)?;
+            if index >= rec.snapshot.index {
+                rec.snapshot = SnapshotPoint { index, meta: meta.to_vec() };
+            }
+        }
+        other => return Err(format!("unknown record kind {other}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Files in memory; `crash` keeps only what was synced.
+    #[derive(Default, Clone)]
+    struct TestDisk {
+        files: BTreeMap<String, (Vec<u8>, usize)>,
+    }
+
+    impl TestDisk {
+        fn crash(&mut self) {
+            self.files.retain(|_, (_, synced)| *synced > 0);
+            for (data, synced) in self.files.values_mut() {
+                data.truncate(*synced);
+            }
+        }
+    }
+
+    impl Disk for TestDisk {
+        fn list(&self) -> io::Result<Vec<String>> {
+            Ok(self.files.keys().cloned().collect())
+        }
+        fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+            self.files.get(name).map(|f| f.0.clone()).ok_or_else(|| io::ErrorKind::NotFound.into())
+        }
+        fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+            self.files.entry(name.to_string()).or_default().0.extend_from_slice(data);
+            Ok(())
+        }
+        fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+            let f = self.files.get_mut(name).ok_or(io::ErrorKind::NotFound)?;
+            f.0.truncate(len as usize);
+            f.1 = f.1.min(len as usize);
+            Ok(())
+        }
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.files.remove(name);
+            Ok(())
+        }
+        async fn sync(&mut self, name: &str) -> io::Result<()> {
+            if let Some(f) = self.files.get_mut(name) {
+                f.1 = f.0.len();
+            }
+            Ok(())
+        }
+    }
+
+    fn entry(index: u64, tag: u8) -> WalEntry {
+        WalEntry { index, data: vec![tag; 10] }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        // The test disk never pends, so one poll finishes the future.
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("test disk futures complete at once"),
+        }
+    }
+
+    fn reopen(disk: TestDisk) -> (Wal<TestDisk>, Recovered) {
+        Wal::open(disk, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn round_trip_with_conflicting_suffix() {
+        let (mut wal, rec) = reopen(TestDisk::default());
+        assert!(rec.entries.is_empty());
+        wal.save(Some(b"hs1".to_vec()), &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
+        wal.save(Some(b"hs2".to_vec()), &[entry(2, 2)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let (_, rec) = reopen(wal.disk().clone());
+        assert_eq!(rec.hard_state, b"hs2");
+        assert_eq!(rec.entries, vec![entry(1, 1), entry(2, 2)]);
+    }
+
+    #[test]
+    fn unsynced_writes_are_lost_in_a_crash() {
+        let (mut wal, _) = reopen(TestDisk::default());
+        wal.save(None, &[entry(1, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        wal.save(None, &[entry(2, 1)]).unwrap();
+        let mut disk = wal.disk().clone();
+        disk.crash();
+        assert_eq!(reopen(disk).1.entries, vec![entry(1, 1)]);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off() {
+        let (mut wal, _) = reopen(TestDisk::default());
+        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let mut disk = wal.disk().clone();
+        let name = disk.list().unwrap()[0].clone();
+        let len = disk.read(&name).unwrap().len();
+        disk.truncate(&name, len as u64 - 3).unwrap();
+        let (mut wal, rec) = reopen(disk);
+        assert_eq!(rec.entries, vec![entry(1, 1)]);
+        assert!(rec.torn_bytes > 0);
+        // The log continues cleanly after the cut.
+        wal.save(None, &[entry(2, 7)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        assert_eq!(reopen(wal.disk().clone()).1.entries, vec![entry(1, 1), entry(2, 7)]);
+    }
+
+    #[test]
+    fn corrupt_middle_is_refused() {
+        let (mut wal, _) = reopen(TestDisk::default());
+        wal.save(None, &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let mut disk = wal.disk().clone();
+        let name = disk.list().unwrap()[0].clone();
+        let mut data = disk.read(&name).unwrap();
+        let middle = data.len() - 40;
+        data[middle] ^= 0xff;
+        disk.files.insert(name, (data.clone(), data.len()));
+        assert!(matches!(Wal::open(disk, 1 << 20), Err(WalError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn compaction_removes_covered_segments_and_keeps_state() {
+        let (mut wal, _) = Wal::open(TestDisk::default(), 64).unwrap();
+        for i in 1..=20 {
+            wal.save(Some(format!("hs{i}").into_bytes()), &[entry(i, 1)]).unwrap();
+        }
+        let segments_before = wal.disk().list().unwrap().len();
+        wal.save_snapshot(SnapshotPoint { index: 15, meta: b"meta".to_vec() }, Some(b"image")).unwrap();
+        wal.compact().unwrap();
+        block_on(wal.sync()).unwrap();
+        assert!(wal.disk().list().unwrap().len() < segments_before);
+        let (_, rec) = reopen(wal.disk().clone());
+        assert_eq!(rec.hard_state, b"hs20");
+        assert_eq!(rec.snapshot, SnapshotPoint { index: 15, meta: b"meta".to_vec() });
+        assert_eq!(rec.snapshot_image.as_deref(), Some(&b"image"[..]));
+        assert_eq!(rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![16, 17, 18, 19, 20]);
+    }
+}
