@@ -1,1 +1,22 @@
-//! placeholder
+//! The Keel node core: one Raft member with its durable state, runtime-neutral.
+//!
+//! [`Node`] owns the sans-IO Raft core (`keel-raft`), the WAL over a [`Disk`](keel_storage::wal::Disk),
+//! the MVCC store over a [`Backend`](keel_storage::backend::Backend), the lease heap and the
+//! watch hub. It never names a runtime: drivers feed it time (`now_ms` from their [`Clock`]),
+//! peer messages and client requests, and carry out its effects through the seams.
+
+mod node;
+mod proposal;
+pub mod validate;
+mod watch;
+
+pub use node::{Applied, Node, NodeConfig, NodeError, Output, Status};
+pub use proposal::{LeaseGrant, LeaseRevoke, Op, Proposal, Reply, Request, Response};
+pub use watch::{WatchCreate, WatchHub, WatchResponse};
+
+/// The node's only source of time: milliseconds on this node's clock, which may be offset
+/// from and drift against other nodes' clocks.
+pub trait Clock {
+    /// Milliseconds since an arbitrary, fixed origin; never goes backwards.
+    fn now_ms(&self) -> u64;
+}
