@@ -18,13 +18,13 @@
 //! - only the leader expires leases, by proposing a revoke; on becoming leader it first gives
 //!   every lease a full TTL; keep-alives are served only after ReadIndex confirms leadership.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use keel_api::EtcdError;
 use keel_net::Transport;
 use keel_raft::{
-    ConfChange, ConfState, Config, Entry, HardState, MemStorage, Message, Plant, Plants, RawNode, Ready, Snapshot,
-    SnapshotMetadata, StateRole, Storage, NONE,
+    ConfChange, ConfChangeType, ConfState, Config, Entry, EntryType, HardState, MemStorage, Message, Plant, Plants,
+    RawNode, Ready, Snapshot, SnapshotMetadata, StateRole, Storage, NONE,
 };
 use keel_storage::backend::{self, Backend};
 use keel_storage::mvcc::{Event, KvStore, MvccError, RangeRequest};
@@ -187,6 +187,9 @@ pub struct Node<D: Disk, B: Backend> {
     proposals: BTreeMap<u64, Pending>,
     reads: BTreeMap<u64, PendingRead>,
     snapshot_index: u64,
+    /// Leases this leader found expired and proposed to revoke: never renewed again (a
+    /// keep-alive racing the revoke must not be acknowledged).
+    revoking: BTreeSet<i64>,
     out: Output,
 }
 
@@ -205,14 +208,40 @@ fn mvcc_error(e: MvccError) -> Result<EtcdError, NodeError> {
     })
 }
 
+/// The first entries of a new cluster's log: its initial voters, committed in term 1.
+fn bootstrap(voters: &[u64]) -> (Vec<Entry>, HardState) {
+    let entries: Vec<Entry> = voters
+        .iter()
+        .enumerate()
+        .map(|(i, &node_id)| {
+            let cc = ConfChange { change_type: ConfChangeType::AddNode as i32, node_id, context: Vec::new() };
+            Entry { term: 1, index: i as u64 + 1, entry_type: EntryType::ConfChange as i32, data: cc.encode_to_vec() }
+        })
+        .collect();
+    let hard_state = HardState { term: 1, vote: 0, commit: voters.len() as u64 };
+    (entries, hard_state)
+}
+
 impl<D: Disk, B: Backend> Node<D, B> {
     /// Opens the member: recovers the WAL, the store and Raft's log, and restores the store
-    /// from the snapshot image if a crash left it behind the snapshot point.
-    pub fn open(config: NodeConfig, disk: D, backend: B, mut rng: ChaCha8Rng) -> Result<Node<D, B>, NodeError> {
-        let (wal, recovered) = Wal::open(disk, config.wal_segment_bytes)?;
+    /// from the snapshot image if a crash left it behind the snapshot point. A brand-new
+    /// member of a new cluster writes the bootstrap entries (one `AddNode` per initial voter,
+    /// identical on every initial member) so that the membership is in the log, where a
+    /// member joining later learns it too.
+    pub async fn open(config: NodeConfig, disk: D, backend: B, mut rng: ChaCha8Rng) -> Result<Node<D, B>, NodeError> {
+        let (mut wal, recovered) = Wal::open(disk, config.wal_segment_bytes)?;
         let mut kv = KvStore::open(backend)?;
-        let mut log =
-            MemStorage::with_conf_state(ConfState { voters: config.initial_voters.clone(), learners: vec![] });
+        let mut log = MemStorage::default();
+        let fresh = recovered.snapshot.index == 0 && recovered.entries.is_empty() && recovered.hard_state.is_empty();
+        if fresh && !config.initial_voters.is_empty() {
+            let (entries, hard_state) = bootstrap(&config.initial_voters);
+            let wal_entries: Vec<WalEntry> =
+                entries.iter().map(|e| WalEntry { index: e.index, data: e.encode_to_vec() }).collect();
+            wal.save(Some(hard_state.encode_to_vec()), &wal_entries)?;
+            wal.sync().await?;
+            log.append(&entries);
+            log.set_hard_state(hard_state);
+        }
         let mut snapshot_index = 0;
         if recovered.snapshot.index > 0 {
             let metadata: SnapshotMetadata = decode(&recovered.snapshot.meta, "snapshot metadata")?;
@@ -260,6 +289,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             snapshot_index,
+            revoking: BTreeSet::new(),
             out: Output::default(),
         })
     }
@@ -337,6 +367,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             for id in self.kv.lessor_mut().expired(now_ms, 16) {
+                self.revoking.insert(id);
                 self.propose(None, Op::LeaseRevoke(LeaseRevoke { id, expired: true }), now_ms);
             }
         }
@@ -466,6 +497,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.watches.cancel(watch_id, self.kv.current_revision())
     }
 
+    /// Whether watcher `watch_id` exists.
+    pub fn watch_exists(&self, watch_id: i64) -> bool {
+        self.watches.contains(watch_id)
+    }
+
     /// Drops every watcher of a closed stream.
     pub fn close_watch_stream(&mut self, stream: u64) {
         self.watches.close_stream(stream);
@@ -494,8 +530,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
             for msg in std::mem::take(&mut ready.persisted_messages) {
                 transport.send(msg);
             }
-            for entry in std::mem::take(&mut ready.committed_entries) {
-                self.apply(&entry, now_ms)?;
+            // `advance` needs the committed entries to learn what was applied.
+            for entry in &ready.committed_entries {
+                self.apply(entry, now_ms)?;
             }
             for rs in std::mem::take(&mut ready.read_states) {
                 let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
@@ -510,6 +547,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
     }
 
     fn on_role_change(&mut self, role: StateRole, now_ms: u64) {
+        self.revoking.clear();
         if role == StateRole::Leader {
             self.out.became_leader.push(self.raw.raft.term);
             self.kv.lessor_mut().promote(now_ms);
@@ -642,6 +680,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             let result = match read.kind {
                 ReadKind::Range(r) => self.serve_range(&r),
                 ReadKind::KeepAlive(_) if !self.is_leader() => Err(EtcdError::NotLeader),
+                ReadKind::KeepAlive(lease) if self.revoking.contains(&lease) => Err(EtcdError::LeaseNotFound),
                 ReadKind::KeepAlive(lease) => match self.kv.lessor_mut().renew(lease, now_ms) {
                     Some(ttl) => Ok(Reply {
                         revision: self.kv.current_revision(),

@@ -129,6 +129,11 @@ impl WatchHub {
         }
     }
 
+    /// Whether watcher `watch_id` exists.
+    pub fn contains(&self, watch_id: i64) -> bool {
+        self.watchers.contains_key(&watch_id)
+    }
+
     /// Removes every watcher of a closed stream.
     pub fn close_stream(&mut self, stream: u64) {
         self.watchers.retain(|_, w| w.stream != stream);
