@@ -709,7 +709,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let meta = snapshot.metadata.clone().unwrap_or_default().encode_to_vec();
         self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, Some(&snapshot.data))?;
         self.wal.sync().await?;
-        self.wal.compact()?;
+        self.wal.compact().await?;
         let keep_from = applied.saturating_sub(self.config.snapshot_catchup_entries);
         let log = self.raw.store_mut();
         if keep_from > log.first_index() {

@@ -33,7 +33,7 @@ pub fn check_all(rec: &Recorder, max_drift: f64) -> Vec<Violation> {
             .map(|f| violation("linearizability", format!("key {:?}: {}", String::from_utf8_lossy(&f.key), f.detail))),
     );
     let canonical = canonical_events(&rec.applied);
-    found.extend(watch(&rec.watches, &canonical));
+    found.extend(watch(&rec.watches, &canonical, compacted_upto(&rec.applied)));
     found.extend(lease_safety(&rec.lease_acks, &rec.applied, max_drift));
     found.extend(rec.liveness.iter().map(|l| violation("liveness", l.clone())));
     found
@@ -93,6 +93,16 @@ pub fn raft_safety(
     found
 }
 
+/// The highest revision any applied compaction removed history below.
+pub fn compacted_upto(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>>) -> i64 {
+    use prost::Message as _;
+    let compactions = applied.values().flatten().filter_map(|(_, a)| match keel_node::Proposal::decode(a.data.as_slice()) {
+        Ok(keel_node::Proposal { op: Some(keel_node::Op::Compact(rev)), .. }) if a.revision >= rev => Some(rev),
+        _ => None,
+    });
+    compactions.max().unwrap_or(0)
+}
+
 /// The events of each revision, from the first node that applied it.
 pub fn canonical_events(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>>) -> BTreeMap<i64, Vec<Event>> {
     let mut canonical = BTreeMap::new();
@@ -114,10 +124,23 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
+fn brief(event: Option<&Event>) -> String {
+    let Some(e) = event else { return "nothing".into() };
+    let kv = e.kv.clone().unwrap_or_default();
+    let prev = e.prev_kv.as_ref().map(|p| p.mod_revision);
+    format!(
+        "{} {} at revision {} (prev_kv at {prev:?})",
+        if e.event_type == 0 { "put" } else { "delete" },
+        String::from_utf8_lossy(&kv.key),
+        kv.mod_revision
+    )
+}
+
 /// Watch guarantees per session: events ordered by revision, no revision split across
 /// responses, and exactly the history's events for the range from the start revision to
-/// the last revision received (none skipped, none invented, prev_kv as asked).
-pub fn watch(sessions: &[WatchSession], canonical: &BTreeMap<i64, Vec<Event>>) -> Vec<Violation> {
+/// the last revision received (none skipped, none invented, prev_kv as asked). As in etcd, a
+/// prev_kv may be missing when compaction removed it (older than `compacted`).
+pub fn watch(sessions: &[WatchSession], canonical: &BTreeMap<i64, Vec<Event>>, compacted: i64) -> Vec<Violation> {
     let mut found = Vec::new();
     for s in sessions {
         let who = format!("watch client {} on node {} from revision {}", s.client, s.node, s.start_revision);
@@ -148,19 +171,25 @@ pub fn watch(sessions: &[WatchSession], canonical: &BTreeMap<i64, Vec<Event>>) -
                     e
                 })
                 .collect();
+            let mut expected = expected;
+            for (e, r) in expected.iter_mut().zip(&received) {
+                let compacted_prev = e.prev_kv.as_ref().is_some_and(|p| p.mod_revision < compacted);
+                if r.prev_kv.is_none() && compacted_prev {
+                    e.prev_kv = None;
+                }
+            }
             if expected != received {
                 let at = expected
                     .iter()
                     .zip(&received)
                     .position(|(a, b)| a != b)
                     .unwrap_or(expected.len().min(received.len()));
-                let rev = |e: Option<&Event>| e.and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision);
                 problem = Some(format!(
-                    "{who}: {} events received, {} in the history up to revision {last_rev}; first difference at #{at}: expected revision {:?}, got {:?}",
+                    "{who}: {} events received, {} in the history up to revision {last_rev}; first difference at #{at}: expected {}, got {}",
                     received.len(),
                     expected.len(),
-                    rev(expected.get(at)),
-                    rev(received.get(at))
+                    brief(expected.get(at)),
+                    brief(received.get(at))
                 ));
             }
         }
@@ -253,11 +282,11 @@ mod tests {
             compacted: None,
         };
         let good = session(vec![vec![put_event("a", 2), put_event("b", 3)], vec![put_event("a", 4)]]);
-        assert!(watch(&[good], &canonical).is_empty());
+        assert!(watch(&[good], &canonical, 0).is_empty());
         let gap = session(vec![vec![put_event("a", 2)], vec![put_event("a", 4)]]);
-        assert_eq!(watch(&[gap], &canonical).len(), 1);
+        assert_eq!(watch(&[gap], &canonical, 0).len(), 1);
         let disorder = session(vec![vec![put_event("b", 3)], vec![put_event("a", 2)]]);
-        assert_eq!(watch(&[disorder], &canonical).len(), 1);
+        assert_eq!(watch(&[disorder], &canonical, 0).len(), 1);
     }
 
     #[test]
