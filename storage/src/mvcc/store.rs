@@ -515,7 +515,8 @@ impl<B: Backend> Apply<'_, B> {
         Ok(TxnResponse { succeeded, responses })
     }
 
-    /// Compacts history up to `rev`: versions not visible at `rev` are removed for good.
+    /// Compacts history up to `rev`: versions not visible at `rev` are removed for good, as
+    /// are deletions before `rev`.
     pub fn compact(&mut self, rev: i64) -> Result<()> {
         if rev <= self.store.compact_rev {
             return Err(MvccError::Compacted);
@@ -527,7 +528,10 @@ impl<B: Backend> Apply<'_, B> {
         let end = Revision::new(rev + 1, 0).to_bytes();
         for (k, _) in self.store.backend.scan(Table::Kv, &[], &end)? {
             let r = Revision::from_bytes(&k).expect("kv keys are revisions");
-            if keep.binary_search(&r).is_err() || k.get(17) == Some(&TOMBSTONE) {
+            // History strictly below `rev` goes; a deletion at `rev` itself stays, so a
+            // watcher starting at the compaction revision still sees it.
+            let tombstone = k.get(17) == Some(&TOMBSTONE);
+            if (tombstone && r.main < rev) || (!tombstone && keep.binary_search(&r).is_err()) {
                 self.batch.delete(Table::Kv, k);
             }
         }

@@ -234,9 +234,11 @@ fn compaction_removes_history_but_keeps_visible_versions() {
     assert!(matches!(f.apply(|a| a.compact(5)), Err(MvccError::Compacted)));
     assert!(matches!(f.apply(|a| a.compact(99)), Err(MvccError::FutureRev)));
     assert!(matches!(f.store.events(3, 6), Err(MvccError::Compacted)));
-    // Only a:3 (kept) and a:6 remain in the backend.
+    // From revision 5 on, the deletion of b at 5 (kept: a watcher may start at the
+    // compaction revision) and a:6 remain; a:3 stays as the version visible at 5.
     let all = f.store.events(5, 6).unwrap();
-    assert_eq!(all.len(), 1);
+    let kinds: Vec<(i32, i64)> = all.iter().map(|e| (e.event_type, e.kv.as_ref().unwrap().mod_revision)).collect();
+    assert_eq!(kinds, vec![(EventType::Delete as i32, 5), (EventType::Put as i32, 6)]);
     // Reopening rebuilds the same view, versions included.
     let reopened = KvStore::open(f.store.backend().clone()).unwrap();
     let kv = &reopened.range(&range("a", "")).unwrap().kvs[0];
