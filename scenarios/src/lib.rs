@@ -71,6 +71,14 @@ pub fn catalogue() -> Vec<Scenario> {
             ..base("disk-errors", "disks that start failing: the node must stop, then recover when repaired")
         },
         Scenario {
+            servers: 5,
+            chaos: NetChaos { loss: 0.1, duplicate: 0.0, delay: 0.2 },
+            faults: &[Fault::CrashLeader, Fault::IsolateLeader, Fault::Partition],
+            fault_gap_ms: (100, 800),
+            safety_secs: 30,
+            ..base("leader-churn", "5 nodes, lossy links, leaders crashed or cut off every few hundred ms")
+        },
+        Scenario {
             backend: BackendKind::Rocks,
             faults: &[Fault::Crash, Fault::Partition, Fault::CrashLeader],
             safety_secs: 15,

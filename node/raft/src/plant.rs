@@ -7,8 +7,6 @@
 /// One deliberate bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Plant {
-    /// The leader commits an entry of an earlier term by counting replicas (Raft §5.4.2).
-    CommitOldTermByReplicas,
     /// Appends are acknowledged (and a leader counts itself) before they are durable.
     AckBeforeDurable,
     /// Linearizable reads are served from local state without ReadIndex.
@@ -23,8 +21,7 @@ pub enum Plant {
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 6] = [
-        Plant::CommitOldTermByReplicas,
+    pub const ALL: [Plant; 5] = [
         Plant::AckBeforeDurable,
         Plant::ReadWithoutReadIndex,
         Plant::ExpireLeaseOnFollowerClock,
@@ -35,7 +32,6 @@ impl Plant {
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            Plant::CommitOldTermByReplicas => "commit-old-term",
             Plant::AckBeforeDurable => "ack-before-durable",
             Plant::ReadWithoutReadIndex => "read-without-readindex",
             Plant::ExpireLeaseOnFollowerClock => "lease-on-follower-clock",
@@ -47,7 +43,6 @@ impl Plant {
     /// One line on what the bug does.
     pub fn description(self) -> &'static str {
         match self {
-            Plant::CommitOldTermByReplicas => "leader commits an old-term entry by counting replicas",
             Plant::AckBeforeDurable => "appends are acknowledged before they are fsynced",
             Plant::ReadWithoutReadIndex => "linearizable reads are served locally without ReadIndex",
             Plant::ExpireLeaseOnFollowerClock => "any node expires leases on its own skewed clock",

@@ -652,8 +652,7 @@ impl<S: Storage> Raft<S> {
 
     fn maybe_commit(&mut self) -> bool {
         let index = self.prs.committed();
-        let count_old = self.planted(Plant::CommitOldTermByReplicas);
-        if !self.raft_log.maybe_commit(index, self.term, count_old) {
+        if !self.raft_log.maybe_commit(index, self.term) {
             return false;
         }
         self.release_pending_reads();

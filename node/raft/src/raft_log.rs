@@ -210,10 +210,9 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Commits up to `max_index` if that entry is from `term`: a leader only counts replicas
-    /// for entries of its own term (Raft §5.4.2). With `count_old_terms`, the rule is broken on
-    /// purpose (a planted bug).
-    pub fn maybe_commit(&mut self, max_index: u64, term: u64, count_old_terms: bool) -> bool {
-        if max_index > self.committed && (count_old_terms || self.term(max_index) == Ok(term)) {
+    /// for entries of its own term (Raft §5.4.2).
+    pub fn maybe_commit(&mut self, max_index: u64, term: u64) -> bool {
+        if max_index > self.committed && self.term(max_index) == Ok(term) {
             self.commit_to(max_index);
             return true;
         }
@@ -325,13 +324,11 @@ mod tests {
     }
 
     #[test]
-    fn commit_requires_current_term_unless_planted() {
+    fn commit_requires_current_term() {
         let mut log = log_with(&[1, 1, 2]);
         log.persisted = 3;
-        assert!(!log.maybe_commit(2, 2, false));
-        assert!(log.maybe_commit(3, 2, false));
-        let mut log = log_with(&[1, 1, 2]);
-        assert!(log.maybe_commit(2, 2, true));
+        assert!(!log.maybe_commit(2, 2));
+        assert!(log.maybe_commit(3, 2));
     }
 
     #[test]

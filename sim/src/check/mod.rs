@@ -96,10 +96,11 @@ pub fn raft_safety(
 /// The highest revision any applied compaction removed history below.
 pub fn compacted_upto(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>>) -> i64 {
     use prost::Message as _;
-    let compactions = applied.values().flatten().filter_map(|(_, a)| match keel_node::Proposal::decode(a.data.as_slice()) {
-        Ok(keel_node::Proposal { op: Some(keel_node::Op::Compact(rev)), .. }) if a.revision >= rev => Some(rev),
-        _ => None,
-    });
+    let compactions =
+        applied.values().flatten().filter_map(|(_, a)| match keel_node::Proposal::decode(a.data.as_slice()) {
+            Ok(keel_node::Proposal { op: Some(keel_node::Op::Compact(rev)), .. }) if a.revision >= rev => Some(rev),
+            _ => None,
+        });
     compactions.max().unwrap_or(0)
 }
 
