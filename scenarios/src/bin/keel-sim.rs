@@ -31,7 +31,7 @@ enum Command {
         /// Planted bug to enable.
         #[arg(long, value_parser = parse_plant)]
         plant: Option<Plant>,
-        /// Print the parameters drawn from the seed and the fault log.
+        /// Also print the fault log and the leader of every term.
         #[arg(long)]
         verbose: bool,
     },
@@ -86,10 +86,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let report = keel_sim::run(&s, seed, plants_for(plant));
+            for p in &report.params {
+                println!("param {p}");
+            }
             if verbose {
-                for p in &report.params {
-                    println!("param {p}");
-                }
                 for f in &report.faults {
                     println!("fault {f}");
                 }
@@ -124,10 +124,12 @@ fn main() -> ExitCode {
             };
             let started = std::time::Instant::now();
             let mut runs = 0;
+            let mut simulated = 0.0;
             for seed in seeds {
                 for s in &scenarios {
                     let report = keel_sim::run(s, seed, plants_for(plant));
                     runs += 1;
+                    simulated += report.sim_secs;
                     if !report.violations.is_empty() {
                         print!("{}", describe_violation(&report, plant));
                         println!("result=violation seed={seed} scenario={}", s.name);
@@ -136,7 +138,11 @@ fn main() -> ExitCode {
                 }
             }
             let secs = started.elapsed().as_secs_f64();
-            println!("{runs} runs in {secs:.1}s ({:.1} runs/minute)", runs as f64 * 60.0 / secs);
+            println!(
+                "{runs} runs in {secs:.1}s: {:.0} runs/minute, {simulated:.0}s simulated ({:.0}x wall time)",
+                runs as f64 * 60.0 / secs,
+                simulated / secs
+            );
             println!("result=ok");
             ExitCode::SUCCESS
         }
