@@ -20,3 +20,6 @@ pub trait Clock {
     /// Milliseconds since an arbitrary, fixed origin; never goes backwards.
     fn now_ms(&self) -> u64;
 }
+
+#[cfg(test)]
+mod tests;

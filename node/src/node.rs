@@ -190,6 +190,8 @@ pub struct Node<D: Disk, B: Backend> {
     /// Leases this leader found expired and proposed to revoke: never renewed again (a
     /// keep-alive racing the revoke must not be acknowledged).
     revoking: BTreeSet<i64>,
+    /// A store failure met outside `process`, reported by the next `process`.
+    fatal: Option<NodeError>,
     out: Output,
 }
 
@@ -290,6 +292,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             reads: BTreeMap::new(),
             snapshot_index,
             revoking: BTreeSet::new(),
+            fatal: None,
             out: Output::default(),
         })
     }
@@ -507,17 +510,27 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.watches.close_stream(stream);
     }
 
-    fn serve_range(&self, req: &RangeRequest) -> Result<Reply, EtcdError> {
+    /// Serves a read from the store; a backend failure stops the node (at the next
+    /// `process`) and answers "server stopped".
+    fn serve_range(&mut self, req: &RangeRequest) -> Result<Reply, EtcdError> {
         match self.kv.range(req) {
             Ok(r) => Ok(Reply { revision: self.kv.current_revision(), response: Response::Range(r) }),
-            Err(MvccError::Backend(e)) => panic!("store read failed: {e}"),
-            Err(e) => Err(mvcc_error(e).expect("not a backend error")),
+            Err(e) => match mvcc_error(e) {
+                Ok(client_error) => Err(client_error),
+                Err(fatal) => {
+                    self.fatal.get_or_insert(fatal);
+                    Err(EtcdError::Stopped)
+                }
+            },
         }
     }
 
     /// Carries out everything Raft asked for: sends, persists (with an fsync), applies, and
     /// serves confirmed reads. Call after feeding inputs; an error means the node must stop.
     pub async fn process(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<(), NodeError> {
+        if let Some(fatal) = self.fatal.take() {
+            return Err(fatal);
+        }
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
             if let Some(soft) = &ready.soft_state {

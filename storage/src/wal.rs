@@ -14,6 +14,7 @@
 //! of the newest segment is a torn write and is cut off; any other damage is corruption and
 //! recovery refuses to continue rather than start from a wrong log.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 
@@ -360,55 +361,56 @@ fn apply_record(rec: &mut Recovered, kind: u8, payload: &[u8]) -> std::result::R
     Ok(())
 }
 
+/// Files in memory, for tests: data becomes durable at `sync`, and [`MemDisk::crash`] keeps
+/// only what was synced. (The simulator has its own disk with torn writes and I/O errors.)
+#[derive(Debug, Default, Clone)]
+pub struct MemDisk {
+    /// Each file's bytes and how many of them are synced.
+    pub files: BTreeMap<String, (Vec<u8>, usize)>,
+}
+
+impl MemDisk {
+    /// Loses everything not synced (files never synced disappear).
+    pub fn crash(&mut self) {
+        self.files.retain(|_, (_, synced)| *synced > 0);
+        for (data, synced) in self.files.values_mut() {
+            data.truncate(*synced);
+        }
+    }
+}
+
+impl Disk for MemDisk {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.files.keys().cloned().collect())
+    }
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.files.get(name).map(|f| f.0.clone()).ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.files.entry(name.to_string()).or_default().0.extend_from_slice(data);
+        Ok(())
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let f = self.files.get_mut(name).ok_or(io::ErrorKind::NotFound)?;
+        f.0.truncate(len as usize);
+        f.1 = f.1.min(len as usize);
+        Ok(())
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.files.remove(name);
+        Ok(())
+    }
+    async fn sync(&mut self, name: &str) -> io::Result<()> {
+        if let Some(f) = self.files.get_mut(name) {
+            f.1 = f.0.len();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    /// Files in memory; `crash` keeps only what was synced.
-    #[derive(Default, Clone)]
-    struct TestDisk {
-        files: BTreeMap<String, (Vec<u8>, usize)>,
-    }
-
-    impl TestDisk {
-        fn crash(&mut self) {
-            self.files.retain(|_, (_, synced)| *synced > 0);
-            for (data, synced) in self.files.values_mut() {
-                data.truncate(*synced);
-            }
-        }
-    }
-
-    impl Disk for TestDisk {
-        fn list(&self) -> io::Result<Vec<String>> {
-            Ok(self.files.keys().cloned().collect())
-        }
-        fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-            self.files.get(name).map(|f| f.0.clone()).ok_or_else(|| io::ErrorKind::NotFound.into())
-        }
-        fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
-            self.files.entry(name.to_string()).or_default().0.extend_from_slice(data);
-            Ok(())
-        }
-        fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
-            let f = self.files.get_mut(name).ok_or(io::ErrorKind::NotFound)?;
-            f.0.truncate(len as usize);
-            f.1 = f.1.min(len as usize);
-            Ok(())
-        }
-        fn remove(&mut self, name: &str) -> io::Result<()> {
-            self.files.remove(name);
-            Ok(())
-        }
-        async fn sync(&mut self, name: &str) -> io::Result<()> {
-            if let Some(f) = self.files.get_mut(name) {
-                f.1 = f.0.len();
-            }
-            Ok(())
-        }
-    }
 
     fn entry(index: u64, tag: u8) -> WalEntry {
         WalEntry { index, data: vec![tag; 10] }
@@ -424,13 +426,13 @@ mod tests {
         }
     }
 
-    fn reopen(disk: TestDisk) -> (Wal<TestDisk>, Recovered) {
+    fn reopen(disk: MemDisk) -> (Wal<MemDisk>, Recovered) {
         Wal::open(disk, 1 << 20).unwrap()
     }
 
     #[test]
     fn round_trip_with_conflicting_suffix() {
-        let (mut wal, rec) = reopen(TestDisk::default());
+        let (mut wal, rec) = reopen(MemDisk::default());
         assert!(rec.entries.is_empty());
         wal.save(Some(b"hs1".to_vec()), &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
         wal.save(Some(b"hs2".to_vec()), &[entry(2, 2)]).unwrap();
@@ -442,7 +444,7 @@ mod tests {
 
     #[test]
     fn unsynced_writes_are_lost_in_a_crash() {
-        let (mut wal, _) = reopen(TestDisk::default());
+        let (mut wal, _) = reopen(MemDisk::default());
         wal.save(None, &[entry(1, 1)]).unwrap();
         block_on(wal.sync()).unwrap();
         wal.save(None, &[entry(2, 1)]).unwrap();
@@ -453,7 +455,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_cut_off() {
-        let (mut wal, _) = reopen(TestDisk::default());
+        let (mut wal, _) = reopen(MemDisk::default());
         wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
         block_on(wal.sync()).unwrap();
         let mut disk = wal.disk().clone();
@@ -471,7 +473,7 @@ mod tests {
 
     #[test]
     fn corrupt_middle_is_refused() {
-        let (mut wal, _) = reopen(TestDisk::default());
+        let (mut wal, _) = reopen(MemDisk::default());
         wal.save(None, &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
         block_on(wal.sync()).unwrap();
         let mut disk = wal.disk().clone();
@@ -487,7 +489,7 @@ mod tests {
     fn power_loss_right_after_compaction_keeps_the_snapshot_point() {
         // Regression (found by the simulator): compaction removed the old segments while the
         // new segment holding the snapshot point was not yet durable.
-        let (mut wal, _) = Wal::open(TestDisk::default(), 64).unwrap();
+        let (mut wal, _) = Wal::open(MemDisk::default(), 64).unwrap();
         for i in 1..=20 {
             wal.save(None, &[entry(i, 1)]).unwrap();
         }
@@ -503,7 +505,7 @@ mod tests {
 
     #[test]
     fn compaction_removes_covered_segments_and_keeps_state() {
-        let (mut wal, _) = Wal::open(TestDisk::default(), 64).unwrap();
+        let (mut wal, _) = Wal::open(MemDisk::default(), 64).unwrap();
         for i in 1..=20 {
             wal.save(Some(format!("hs{i}").into_bytes()), &[entry(i, 1)]).unwrap();
         }

@@ -1,0 +1,156 @@
+//! Single-member tests of the node core, driven by hand with an in-memory disk and backend.
+
+use keel_api::EtcdError;
+use keel_net::Transport;
+use keel_raft::Message;
+use keel_storage::backend::MemBackend;
+use keel_storage::mvcc::{DeleteRangeRequest, PutRequest, RangeRequest, Request as TxnOp, RequestOp, TxnRequest};
+use keel_storage::wal::MemDisk;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Node, NodeConfig, Reply, Request, Response, WatchCreate, WatchResponse};
+
+/// The in-memory disk never pends, so one poll finishes any future here.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("in-memory futures complete at once"),
+    }
+}
+
+struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, msg: Message) {
+        panic!("a single member has no one to send {msg:?} to");
+    }
+}
+
+struct Member {
+    node: Node<MemDisk, MemBackend>,
+    now: u64,
+    token: u64,
+    /// Watch responses seen so far.
+    watched: Vec<WatchResponse>,
+}
+
+impl Member {
+    fn open(disk: MemDisk, backend: MemBackend) -> Member {
+        let config = NodeConfig::new(1, vec![1]);
+        let node = ready(Node::open(config, disk, backend, ChaCha8Rng::seed_from_u64(1))).expect("opens");
+        let mut member = Member { node, now: 0, token: 0, watched: Vec::new() };
+        member.process(); // applies the bootstrap membership
+        member.node.campaign();
+        member.process();
+        member
+    }
+
+    fn process(&mut self) {
+        ready(self.node.process(&mut NoPeers, self.now)).expect("processes");
+    }
+
+    fn call(&mut self, request: Request) -> Result<Reply, EtcdError> {
+        self.token += 1;
+        self.node.request(self.token, request, self.now);
+        self.process();
+        let out = self.node.take_output();
+        self.watched.extend(out.watch);
+        out.replies.into_iter().find(|(t, _)| *t == self.token).map(|(_, r)| r).expect("answered")
+    }
+
+    fn put(&mut self, key: &str, value: &str, lease: i64) -> Reply {
+        let req = PutRequest { key: key.into(), value: value.into(), lease, ..Default::default() };
+        self.call(Request::Put(req)).expect("put")
+    }
+
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        let reply = self.call(Request::Range(RangeRequest { key: key.into(), ..Default::default() })).expect("get");
+        match reply.response {
+            Response::Range(r) => r.kvs.first().map(|kv| kv.value.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn writes_and_linearizable_reads() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    assert_eq!(m.put("a", "1", 0).revision, 2);
+    assert_eq!(m.put("a", "2", 0).revision, 3);
+    assert_eq!(m.get("a"), Some(b"2".to_vec()));
+    let del = m.call(Request::DeleteRange(DeleteRangeRequest { key: b"a".to_vec(), ..Default::default() }));
+    assert!(matches!(del.unwrap().response, Response::DeleteRange(d) if d.deleted == 1));
+    assert_eq!(m.get("a"), None);
+}
+
+#[test]
+fn bad_requests_get_etcds_errors_and_change_nothing() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    let empty = m.call(Request::Put(PutRequest::default()));
+    assert_eq!(empty, Err(EtcdError::EmptyKey));
+    let put = |k: &str| RequestOp { request: Some(TxnOp::Put(PutRequest { key: k.into(), ..Default::default() })) };
+    let dup = m.call(Request::Txn(TxnRequest { success: vec![put("x"), put("x")], ..Default::default() }));
+    assert_eq!(dup, Err(EtcdError::DuplicateKey));
+    let lease = m.call(Request::Put(PutRequest { key: b"k".to_vec(), lease: 42, ..Default::default() }));
+    assert_eq!(lease, Err(EtcdError::LeaseNotFound));
+    assert_eq!(m.call(Request::Compact { revision: 99 }), Err(EtcdError::FutureRev));
+    assert_eq!(m.node.status().revision, 1);
+}
+
+#[test]
+fn watch_catches_up_and_reports_compaction() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    for i in 0..5 {
+        m.put("w", &i.to_string(), 0);
+    }
+    let spec = WatchCreate { key: b"w".to_vec(), start_revision: 3, prev_kv: true, ..Default::default() };
+    m.node.watch(7, spec.clone()).unwrap();
+    m.put("w", "live", 0);
+    let responses = std::mem::take(&mut m.watched);
+    let revisions: Vec<i64> =
+        responses.iter().flat_map(|r| r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision)).collect();
+    assert_eq!(revisions, vec![3, 4, 5, 6, 7]);
+    assert!(responses.iter().flat_map(|r| &r.events).all(|e| e.prev_kv.is_some()));
+    m.call(Request::Compact { revision: 5 }).unwrap();
+    m.node.watch(8, spec).unwrap();
+    let canceled = m.node.take_output().watch.into_iter().find(|r| r.canceled).expect("canceled");
+    assert!(m.watched.iter().all(|r| r.stream == 7 && !r.canceled));
+    assert_eq!((canceled.stream, canceled.compact_revision), (8, 5));
+}
+
+#[test]
+fn only_the_leader_expires_leases_after_their_ttl() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    let Response::LeaseGrant { id, ttl } = m.call(Request::LeaseGrant { id: 0, ttl: 5 }).unwrap().response else {
+        panic!("granted")
+    };
+    assert_eq!(ttl, 5);
+    m.put("held", "x", id);
+    m.now = 4_999;
+    m.node.tick(m.now);
+    m.process();
+    assert_eq!(m.get("held"), Some(b"x".to_vec()));
+    m.now = 5_000;
+    m.node.tick(m.now);
+    m.process();
+    assert_eq!(m.get("held"), None);
+    assert_eq!(m.call(Request::LeaseKeepAlive { id }), Err(EtcdError::LeaseNotFound));
+}
+
+#[test]
+fn restart_recovers_without_applying_twice() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    m.put("a", "1", 0);
+    m.put("b", "2", 0);
+    let revision = m.node.status().revision;
+    let mut disk = m.node.wal().disk().clone();
+    let backend = m.node.store().backend().clone();
+    disk.crash();
+    let mut again = Member::open(disk, backend);
+    assert_eq!(again.node.status().revision, revision);
+    assert_eq!(again.get("a"), Some(b"1".to_vec()));
+    assert_eq!(again.put("c", "3", 0).revision, revision + 1);
+}
