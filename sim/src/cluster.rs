@@ -309,11 +309,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
 /// A server that hit a disk or store error stops for good (until restarted).
 async fn stop(env: &ServerEnv, slot: &Arc<Mutex<ServerSlot>>, id: u64, error: String) {
     slot.lock().expect("slot lock").up = false;
-    {
-        let mut rec = env.recorder.lock().expect("recorder");
-        rec.fault(format!("node {id} stopped: {error}"));
-        rec.stopped.push((id, error));
-    }
+    env.recorder.lock().expect("recorder").fault(format!("node {id} stopped: {error}"));
     futures::future::pending::<()>().await
 }
 

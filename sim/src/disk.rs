@@ -73,11 +73,6 @@ impl SimDisk {
         }
         lost
     }
-
-    /// Total bytes stored.
-    pub fn bytes(&self) -> usize {
-        self.state().files.values().map(|f| f.data.len()).sum()
-    }
 }
 
 impl Disk for SimDisk {

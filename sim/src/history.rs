@@ -110,8 +110,6 @@ pub struct Recorder {
     pub lease_acks: Vec<LeaseAck>,
     /// Fault log lines, for the report.
     pub faults: Vec<String>,
-    /// Nodes that stopped on an error, with the error.
-    pub stopped: Vec<(u64, String)>,
     /// Liveness failures.
     pub liveness: Vec<String>,
 }
@@ -132,7 +130,6 @@ impl Recorder {
             watches: Vec::new(),
             lease_acks: Vec::new(),
             faults: Vec::new(),
-            stopped: Vec::new(),
             liveness: Vec::new(),
         }))
     }

@@ -159,6 +159,9 @@ pub fn watch(sessions: &[WatchSession], canonical: &BTreeMap<i64, Vec<Event>>, c
             last_rev = revs.last().copied().unwrap_or(last_rev);
             received.extend(response.iter().cloned());
         }
+        if let Some(compacted) = s.compacted.filter(|&c| c <= s.start_revision) {
+            problem = Some(format!("{who}: canceled as compacted at {compacted}, which does not cover the start"));
+        }
         if problem.is_none() && last_rev > 0 {
             let expected: Vec<Event> = canonical
                 .range(s.start_revision.max(1)..=last_rev)
@@ -288,6 +291,10 @@ mod tests {
         assert_eq!(watch(&[gap], &canonical, 0).len(), 1);
         let disorder = session(vec![vec![put_event("b", 3)], vec![put_event("a", 2)]]);
         assert_eq!(watch(&[disorder], &canonical, 0).len(), 1);
+        let split = session(vec![vec![put_event("a", 2)], vec![put_event("a", 2)]]);
+        assert_eq!(watch(&[split], &canonical, 0).len(), 1);
+        let false_compaction = WatchSession { compacted: Some(2), ..session(vec![]) };
+        assert_eq!(watch(&[false_compaction], &canonical, 0).len(), 1);
     }
 
     #[test]
