@@ -1,8 +1,12 @@
 //! etcd's request errors: gRPC code and message, as etcd 3.4's `rpctypes` defines them.
 
-/// The gRPC status codes etcd uses for request errors.
+/// gRPC status codes (the ones Keel sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    /// `OK` (0).
+    Ok = 0,
+    /// `UNKNOWN` (2).
+    Unknown = 2,
     /// `INVALID_ARGUMENT` (3).
     InvalidArgument = 3,
     /// `NOT_FOUND` (5).
@@ -13,6 +17,10 @@ pub enum Code {
     FailedPrecondition = 9,
     /// `OUT_OF_RANGE` (11).
     OutOfRange = 11,
+    /// `UNIMPLEMENTED` (12).
+    Unimplemented = 12,
+    /// `INTERNAL` (13).
+    Internal = 13,
     /// `UNAVAILABLE` (14).
     Unavailable = 14,
 }

@@ -1,9 +1,30 @@
 //! The etcd v3 protocol as Keel speaks it.
 //!
-//! This crate owns what clients match on: etcd's gRPC status codes and error messages. Every
-//! request Keel rejects is rejected with one of these, with exactly etcd's wording, because
-//! etcd clients compare the strings.
+//! - [`etcdserverpb`], [`mvccpb`], [`authpb`]: prost types generated from `proto/`, etcd's
+//!   packages, services and field numbers, so etcd clients interoperate;
+//! - [`grpc`]: the gRPC wire framing (length-prefixed messages, status trailers) and the
+//!   table of etcd's RPC methods;
+//! - [`EtcdError`]: what clients match on — etcd's status codes and error messages, exactly.
 
 mod errors;
+pub mod grpc;
 
 pub use errors::{Code, EtcdError};
+
+/// etcd's key-value and event messages.
+#[allow(missing_docs, clippy::all)]
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+
+/// etcd's auth messages referenced by the RPCs.
+#[allow(missing_docs, clippy::all)]
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+
+/// etcd's v3 RPC requests and responses.
+#[allow(missing_docs, clippy::all)]
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
