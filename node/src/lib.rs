@@ -7,6 +7,7 @@
 
 mod node;
 mod proposal;
+pub mod server;
 pub mod service;
 pub mod validate;
 mod watch;

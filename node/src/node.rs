@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub wal_segment_bytes: u64,
     /// A request still unanswered after this long fails with "request timed out".
     pub request_timeout_ms: u64,
+    /// Largest proposal accepted (etcd's `--max-request-bytes`).
+    pub max_request_bytes: usize,
     /// Report every applied entry in [`Output::applied`] (for the simulator's checkers).
     pub record_applied: bool,
     /// Bugs planted on purpose (empty in production).
@@ -79,6 +81,7 @@ impl NodeConfig {
             snapshot_catchup_entries: 5_000,
             wal_segment_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 7_000,
+            max_request_bytes: validate::MAX_REQUEST_BYTES,
             record_applied: false,
             plants: Plants::default(),
         }
@@ -394,7 +397,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
     fn propose(&mut self, token: Option<u64>, op: Op, now_ms: u64) {
         let id = self.next_proposal_id();
         let data = Proposal { id, op: Some(op) }.encode_to_vec();
-        if data.len() > validate::MAX_REQUEST_BYTES {
+        if data.len() > self.config.max_request_bytes {
             if let Some(token) = token {
                 self.reply(token, Err(EtcdError::RequestTooLarge));
             }

@@ -44,7 +44,7 @@ mod read_only;
 mod storage;
 mod types;
 
-pub use plant::{Plant, Plants, PLANTS_COMPILED_IN};
+pub use plant::{Plant, Plants};
 pub use progress::{Progress, ProgressState};
 pub use raft::{Config, ProposalError, Raft, SoftState, StateRole};
 pub use raw_node::{RawNode, Ready};

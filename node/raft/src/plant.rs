@@ -1,8 +1,10 @@
 //! Bugs planted on purpose, so that each checker of the simulator can be shown to fail.
 //!
-//! A [`Plants`] set can only be made non-empty with the `plant` cargo feature, which only the
-//! simulator enables; the production binary refuses to start if it was built with it. Every
-//! layer (Raft, the node core) consults the same set.
+//! A [`Plants`] set can only be made non-empty through [`Plants::only`], which exists only
+//! with the `plant` cargo feature; only the simulator enables it and only the scenarios call
+//! it. The `keel` binary's configuration always carries the empty set, and `ci/check-deps`
+//! fails if keel-node itself enables the feature. Every layer (Raft, the node core) consults
+//! the same set.
 
 /// One deliberate bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +84,3 @@ impl Plants {
         Plants(plant.bit())
     }
 }
-
-/// Whether this build can plant bugs at all (the production binary refuses to run if so).
-pub const PLANTS_COMPILED_IN: bool = cfg!(feature = "plant");

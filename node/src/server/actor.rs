@@ -1,0 +1,112 @@
+//! The node actor: the one task that owns the [`Node`], fed through a channel by the gRPC
+//! handlers and the ticker. Everything queued when it wakes is handled before one `process`,
+//! so concurrent requests share one WAL write and one fdatasync.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use keel_api::EtcdError;
+use keel_raft::Message;
+use keel_storage::rocks::RocksBackend;
+
+use super::disk::FsDisk;
+use crate::service::HeaderInfo;
+use crate::{Clock, Node, NodeError, Reply, Request};
+
+/// Monotonic milliseconds since the process started.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock(pub Instant);
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// What the actor is fed.
+pub enum Input {
+    /// A client request and where to send its answer.
+    Call(Request, oneshot::Sender<Result<Reply, EtcdError>>),
+    /// One Raft tick.
+    Tick,
+}
+
+/// How the gRPC handlers reach the actor.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::UnboundedSender<Input>,
+    info: Rc<Cell<HeaderInfo>>,
+}
+
+impl NodeHandle {
+    /// Sends a request and waits for its answer.
+    pub async fn call(&self, request: Request) -> Result<Reply, EtcdError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.unbounded_send(Input::Call(request, tx)).map_err(|_| EtcdError::Stopped)?;
+        rx.await.unwrap_or(Err(EtcdError::Stopped))
+    }
+
+    /// What response headers carry now.
+    pub fn header_info(&self) -> HeaderInfo {
+        self.info.get()
+    }
+
+    /// Queues a tick; false once the actor is gone.
+    pub fn tick(&self) -> bool {
+        self.tx.unbounded_send(Input::Tick).is_ok()
+    }
+}
+
+/// A single member sends nothing to peers; a message here means a multi-member
+/// configuration this build cannot serve.
+struct NoPeers;
+
+impl keel_net::Transport for NoPeers {
+    fn send(&mut self, msg: Message) {
+        tracing::error!(to = msg.to, "no transport to peers; message dropped");
+    }
+}
+
+/// Starts the actor's channel; run [`run`] with the receiver.
+pub fn channel(info: HeaderInfo) -> (NodeHandle, mpsc::UnboundedReceiver<Input>) {
+    let (tx, rx) = mpsc::unbounded();
+    (NodeHandle { tx, info: Rc::new(Cell::new(info)) }, rx)
+}
+
+/// Runs the node until its inputs close or it fails.
+pub async fn run(
+    mut node: Node<FsDisk, RocksBackend>,
+    handle: NodeHandle,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    clock: SystemClock,
+) -> Result<(), NodeError> {
+    let mut waiting: BTreeMap<u64, oneshot::Sender<Result<Reply, EtcdError>>> = BTreeMap::new();
+    let mut next_token = 0u64;
+    while let Some(first) = inputs.next().await {
+        let mut input = Some(first);
+        while let Some(next) = input.take() {
+            match next {
+                Input::Call(request, reply_to) => {
+                    next_token += 1;
+                    waiting.insert(next_token, reply_to);
+                    node.request(next_token, request, clock.now_ms());
+                }
+                Input::Tick => node.tick(clock.now_ms()),
+            }
+            input = inputs.try_recv().ok();
+        }
+        node.process(&mut NoPeers, clock.now_ms()).await?;
+        for (token, result) in node.take_output().replies {
+            if let Some(reply_to) = waiting.remove(&token) {
+                let _ = reply_to.send(result);
+            }
+        }
+        let info = handle.info.get();
+        handle.info.set(HeaderInfo { raft_term: node.status().term, ..info });
+    }
+    Ok(())
+}

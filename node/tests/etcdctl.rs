@@ -1,0 +1,116 @@
+//! End to end: Debian's etcdctl (3.4) against a `keel` process on loopback. Every command has
+//! a deadline, and the server is killed when the test ends.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Keel {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("20").arg("etcdctl").arg(format!("--endpoints={endpoint}")).arg("--command-timeout=10s").args(args);
+    cmd.env("ETCDCTL_API", "3");
+    cmd.output().expect("etcdctl runs (ci/setup installs etcd-client)")
+}
+
+fn ok(endpoint: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoint, args);
+    assert!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn err(endpoint: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoint, args);
+    assert!(!out.status.success(), "etcdctl {args:?} should fail");
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+fn start() -> Keel {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keel starts");
+    let keel = Keel { child, endpoint, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !etcdctl(&keel.endpoint, &["put", "ready", "1"]).status.success() {
+        assert!(Instant::now() < deadline, "keel did not start serving");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    keel
+}
+
+#[test]
+fn etcdctl_kv_round_trip() {
+    let keel = start();
+    let e = keel.endpoint.as_str();
+    assert_eq!(ok(e, &["put", "foo", "bar"]), "OK\n");
+    assert_eq!(ok(e, &["put", "foo2", "baz"]), "OK\n");
+    assert_eq!(ok(e, &["get", "foo"]), "foo\nbar\n");
+    assert_eq!(ok(e, &["get", "foo", "--prefix", "--keys-only"]), "foo\n\nfoo2\n\n");
+    let fields = ok(e, &["get", "foo", "--prefix", "-w", "fields"]);
+    assert!(fields.lines().any(|l| l == "\"Count\" : 2"), "{fields}");
+    assert_eq!(ok(e, &["get", "foo", "--prefix", "--limit=1", "--sort-by=KEY", "--order=DESCEND"]), "foo2\nbaz\n");
+    assert_eq!(ok(e, &["put", "foo", "new", "--prev-kv"]), "OK\nfoo\nbar\n");
+    assert_eq!(ok(e, &["del", "foo", "--prefix"]), "2\n");
+    assert_eq!(ok(e, &["get", "foo"]), "");
+}
+
+#[test]
+fn etcdctl_sees_etcds_errors() {
+    let keel = start();
+    let e = keel.endpoint.as_str();
+    assert!(err(e, &["put", "k", "v", "--lease=1234"]).contains("etcdserver: requested lease not found"));
+    ok(e, &["put", "k", "1"]);
+    ok(e, &["put", "k", "2"]);
+    ok(e, &["compaction", "3"]);
+    assert!(err(e, &["get", "k", "--rev=2"]).contains("etcdserver: mvcc: required revision has been compacted"));
+    assert!(err(e, &["get", "k", "--rev=99"]).contains("etcdserver: mvcc: required revision is a future revision"));
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let mut keel = start();
+    for i in 0..20 {
+        ok(&keel.endpoint, &["put", &format!("k{i}"), &i.to_string()]);
+    }
+    keel.child.kill().expect("kill -9");
+    keel.child.wait().expect("reaped");
+    let data = keel._dir.path().join("data");
+    keel.child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg(format!("--listen-client-urls={}", keel.endpoint))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keel restarts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !etcdctl(&keel.endpoint, &["get", "k19"]).status.success() {
+        assert!(Instant::now() < deadline, "keel did not restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = ok(&keel.endpoint, &["get", "k", "--prefix", "--keys-only"]);
+    assert_eq!(all.lines().filter(|l| !l.is_empty()).count(), 20);
+}
