@@ -90,6 +90,17 @@ fn etcdctl_sees_etcds_errors() {
 }
 
 #[test]
+fn etcdctl_cluster_and_maintenance() {
+    let keel = start();
+    let e = keel.endpoint.as_str();
+    let members = ok(e, &["member", "list"]);
+    let fields: Vec<&str> = members.trim().split(", ").collect();
+    assert_eq!(fields.len(), 6, "{members}");
+    assert_eq!(&fields[1..], ["started", "default", "http://localhost:2380", "http://localhost:2379", "false"]);
+    assert_eq!(ok(e, &["alarm", "list"]), "");
+}
+
+#[test]
 fn acknowledged_writes_survive_kill_9() {
     let mut keel = start();
     for i in 0..20 {

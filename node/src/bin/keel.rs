@@ -20,6 +20,12 @@ struct Flags {
     /// URLs to listen on for client traffic, comma-separated.
     #[arg(long, default_value = "http://localhost:2379")]
     listen_client_urls: String,
+    /// Client URLs advertised to the rest of the cluster, comma-separated.
+    #[arg(long, default_value = "http://localhost:2379")]
+    advertise_client_urls: String,
+    /// Peer URLs advertised to the rest of the cluster, comma-separated.
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
     /// Token of the cluster (mixed into the cluster and member ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -49,6 +55,10 @@ fn stable_id(parts: &[&str]) -> u64 {
         }
     }
     hash.max(1)
+}
+
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
 }
 
 fn parse_urls(urls: &str) -> Result<Vec<SocketAddr>, String> {
@@ -83,7 +93,9 @@ fn main() -> ExitCode {
     let config = ServerConfig {
         data_dir: flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.etcd", flags.name))),
         listen_client,
-        member_id: stable_id(&[&flags.initial_cluster_token, &flags.name]),
+        advertise_client_urls: split_urls(&flags.advertise_client_urls),
+        advertise_peer_urls: split_urls(&flags.initial_advertise_peer_urls),
+        member_id: stable_id(&[&flags.initial_cluster_token, &flags.initial_advertise_peer_urls]),
         cluster_id: stable_id(&[&flags.initial_cluster_token]),
         heartbeat_ms: flags.heartbeat_interval.max(1),
         election_ms: flags.election_timeout,

@@ -15,7 +15,7 @@ use keel_storage::rocks::RocksBackend;
 
 use super::disk::FsDisk;
 use crate::service::HeaderInfo;
-use crate::{Clock, Node, NodeError, Reply, Request};
+use crate::{Clock, Node, NodeError, Reply, Request, Status};
 
 /// Monotonic milliseconds since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,10 @@ impl Clock for SystemClock {
 pub enum Input {
     /// A client request and where to send its answer.
     Call(Request, oneshot::Sender<Result<Reply, EtcdError>>),
+    /// Raft and store status, with the store's size in bytes.
+    Status(oneshot::Sender<(Status, u64)>),
+    /// The store's hash at a revision (0: current): hash, compaction revision, revision.
+    HashKv(i64, oneshot::Sender<Result<(u32, i64, i64), EtcdError>>),
     /// One Raft tick.
     Tick,
 }
@@ -47,6 +51,20 @@ impl NodeHandle {
     pub async fn call(&self, request: Request) -> Result<Reply, EtcdError> {
         let (tx, rx) = oneshot::channel();
         self.tx.unbounded_send(Input::Call(request, tx)).map_err(|_| EtcdError::Stopped)?;
+        rx.await.unwrap_or(Err(EtcdError::Stopped))
+    }
+
+    /// The node's Raft and store status, with the store's size in bytes.
+    pub async fn status(&self) -> Result<(Status, u64), EtcdError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.unbounded_send(Input::Status(tx)).map_err(|_| EtcdError::Stopped)?;
+        rx.await.map_err(|_| EtcdError::Stopped)
+    }
+
+    /// The store's hash at `revision` (0: current): hash, compaction revision, revision.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.unbounded_send(Input::HashKv(revision, tx)).map_err(|_| EtcdError::Stopped)?;
         rx.await.unwrap_or(Err(EtcdError::Stopped))
     }
 
@@ -77,6 +95,18 @@ pub fn channel(info: HeaderInfo) -> (NodeHandle, mpsc::UnboundedReceiver<Input>)
     (NodeHandle { tx, info: Rc::new(Cell::new(info)) }, rx)
 }
 
+fn hash_kv(node: &Node<FsDisk, RocksBackend>, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+    use keel_storage::mvcc::MvccError;
+    node.store().hash_kv(revision).map_err(|e| match e {
+        MvccError::Compacted => EtcdError::Compacted,
+        MvccError::FutureRev => EtcdError::FutureRev,
+        other => {
+            tracing::error!("hashing the store failed: {other}");
+            EtcdError::Stopped
+        }
+    })
+}
+
 /// Runs the node until its inputs close or it fails.
 pub async fn run(
     mut node: Node<FsDisk, RocksBackend>,
@@ -94,6 +124,13 @@ pub async fn run(
                     next_token += 1;
                     waiting.insert(next_token, reply_to);
                     node.request(next_token, request, clock.now_ms());
+                }
+                Input::Status(reply_to) => {
+                    let size = keel_storage::backend::Backend::size_bytes(node.store().backend());
+                    let _ = reply_to.send((node.status(), size));
+                }
+                Input::HashKv(revision, reply_to) => {
+                    let _ = reply_to.send(hash_kv(&node, revision));
                 }
                 Input::Tick => node.tick(clock.now_ms()),
             }

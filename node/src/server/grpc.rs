@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,8 +11,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
-use keel_api::grpc::{frame_encoded, FrameDecoder, Method, Status, Streaming};
+use keel_api::etcdserverpb as pb;
+use keel_api::grpc::{decode, frame_encoded, FrameDecoder, Method, Status, Streaming};
 use keel_api::Code;
+use prost::Message;
 
 use super::actor::NodeHandle;
 use crate::service;
@@ -65,10 +68,81 @@ fn success(message: Vec<u8>) -> Response<GrpcBody> {
     response(GrpcBody { message: Some(Bytes::from(frame_encoded(&message))), trailers: Some(trailers) })
 }
 
+/// This member as the Cluster service reports it.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// Name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs.
+    pub client_urls: Vec<String>,
+}
+
+/// etcd's API version that Keel implements; clients gate features on it.
+const API_VERSION: &str = "3.4.0";
+
+/// Cluster and maintenance calls the member answers from its own state; None for calls not
+/// served yet.
+async fn member_call(
+    method: Method,
+    message: &[u8],
+    node: &NodeHandle,
+    member: &MemberInfo,
+) -> Option<Result<Vec<u8>, Status>> {
+    let info = node.header_info();
+    let answer = match method {
+        Method::MemberList => decode::<pb::MemberListRequest>(message).map(|_| {
+            let me = pb::Member {
+                id: info.member_id,
+                name: member.name.clone(),
+                peer_ur_ls: member.peer_urls.clone(),
+                client_ur_ls: member.client_urls.clone(),
+                is_learner: false,
+            };
+            pb::MemberListResponse { header: Some(info.header(0)), members: vec![me] }.encode_to_vec()
+        }),
+        Method::Alarm => decode::<pb::AlarmRequest>(message)
+            .map(|_| pb::AlarmResponse { header: Some(info.header(0)), alarms: Vec::new() }.encode_to_vec()),
+        Method::Status => match decode::<pb::StatusRequest>(message) {
+            Err(status) => Err(status),
+            Ok(_) => match node.status().await {
+                Ok((s, db_size)) => Ok(pb::StatusResponse {
+                    header: Some(info.header(s.revision)),
+                    version: API_VERSION.to_string(),
+                    db_size: db_size as i64,
+                    leader: s.leader,
+                    raft_index: s.commit,
+                    raft_term: s.term,
+                    raft_applied_index: s.applied,
+                    errors: Vec::new(),
+                    db_size_in_use: db_size as i64,
+                    is_learner: false,
+                }
+                .encode_to_vec()),
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
+        Method::HashKv => match decode::<pb::HashKvRequest>(message) {
+            Err(status) => Err(status),
+            Ok(req) => match node.hash_kv(req.revision).await {
+                Ok((hash, compact_revision, revision)) => {
+                    Ok(pb::HashKvResponse { header: Some(info.header(revision)), hash, compact_revision }
+                        .encode_to_vec())
+                }
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
+        _ => return None,
+    };
+    Some(answer)
+}
+
 /// Serves one HTTP/2 request.
 pub async fn handle(
     request: Request<Incoming>,
     node: NodeHandle,
+    member: Rc<MemberInfo>,
     max_message: usize,
 ) -> Result<Response<GrpcBody>, Infallible> {
     let path = request.uri().path().to_string();
@@ -92,7 +166,13 @@ pub async fn handle(
     let request = match service::unary_request(method, &message) {
         Some(Ok(request)) => request,
         Some(Err(status)) => return Ok(failure(status)),
-        None => return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet")))),
+        None => {
+            return Ok(match member_call(method, &message, &node, &member).await {
+                Some(Ok(message)) => success(message),
+                Some(Err(status)) => failure(status),
+                None => failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))),
+            })
+        }
     };
     let answer = match node.call(request).await {
         Ok(reply) => service::unary_response(&reply, &node.header_info()),

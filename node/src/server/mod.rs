@@ -11,6 +11,7 @@ mod io;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
@@ -34,6 +35,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Addresses to serve clients on.
     pub listen_client: Vec<SocketAddr>,
+    /// Client URLs advertised to the cluster.
+    pub advertise_client_urls: Vec<String>,
+    /// Peer URLs advertised to the cluster.
+    pub advertise_peer_urls: Vec<String>,
     /// Member id.
     pub member_id: u64,
     /// Cluster id.
@@ -94,10 +99,16 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     })
     .detach();
     let max_message = config.max_request_bytes + 512 * 1024;
+    let member = Rc::new(grpc::MemberInfo {
+        name: config.name.clone(),
+        peer_urls: config.advertise_peer_urls.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    });
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
         tracing::info!(name = %config.name, %addr, "serving clients");
         let handle = handle.clone();
+        let member = member.clone();
         glommio::spawn_local(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -108,8 +119,9 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handle = handle.clone();
-                let service = service_fn(move |request| grpc::handle(request, handle.clone(), max_message));
+                let (handle, member) = (handle.clone(), member.clone());
+                let service =
+                    service_fn(move |request| grpc::handle(request, handle.clone(), member.clone(), max_message));
                 glommio::spawn_local(async move {
                     if let Err(e) =
                         http2::Builder::new(io::LocalExecutor).serve_connection(io::Io(stream), service).await
