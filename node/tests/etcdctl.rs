@@ -90,6 +90,22 @@ fn etcdctl_sees_etcds_errors() {
 }
 
 #[test]
+fn etcdctl_leases() {
+    let keel = start();
+    let e = keel.endpoint.as_str();
+    let granted = ok(e, &["lease", "grant", "30"]);
+    let id = granted.split_whitespace().nth(1).expect("lease id").to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(30s)\n"));
+    assert_eq!(ok(e, &["lease", "keep-alive", "--once", &id]), format!("lease {id} keepalived with TTL(30)\n"));
+    assert!(ok(e, &["lease", "timetolive", &id]).starts_with(&format!("lease {id} granted with TTL(30s), remaining(")));
+    assert_eq!(ok(e, &["lease", "list"]), format!("found 1 leases\n{id}\n"));
+    ok(e, &["put", "held", "x", &format!("--lease={id}")]);
+    assert_eq!(ok(e, &["lease", "revoke", &id]), format!("lease {id} revoked\n"));
+    assert_eq!(ok(e, &["get", "held"]), "");
+    assert!(err(e, &["lease", "keep-alive", "--once", &id]).contains("requested lease not found"));
+}
+
+#[test]
 fn etcdctl_cluster_and_maintenance() {
     let keel = start();
     let e = keel.endpoint.as_str();

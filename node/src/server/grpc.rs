@@ -4,24 +4,35 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
 use keel_api::etcdserverpb as pb;
 use keel_api::grpc::{decode, frame_encoded, FrameDecoder, Method, Status, Streaming};
-use keel_api::Code;
+use keel_api::{Code, EtcdError};
 use prost::Message;
 
 use super::actor::NodeHandle;
 use crate::service;
 
-/// A gRPC response body: at most one message, then the status trailers.
+/// What a streaming call's producer sends to its response body.
+enum StreamItem {
+    /// One framed message.
+    Message(Bytes),
+    /// The call is over, with this status.
+    End(Status),
+}
+
+/// A gRPC response body: one message (unary) or a stream of them, then the status trailers.
 pub struct GrpcBody {
     message: Option<Bytes>,
+    stream: Option<mpsc::UnboundedReceiver<StreamItem>>,
     trailers: Option<HeaderMap>,
 }
 
@@ -29,15 +40,26 @@ impl Body for GrpcBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(message) = self.message.take() {
             return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        if let Some(stream) = self.stream.as_mut() {
+            let status = match ready!(stream.poll_next_unpin(cx)) {
+                Some(StreamItem::Message(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
+                Some(StreamItem::End(status)) => status,
+                None => Status::ok(),
+            };
+            self.stream = None;
+            let mut trailers = HeaderMap::new();
+            status_headers(&status, &mut trailers);
+            self.trailers = Some(trailers);
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.message.is_none() && self.trailers.is_none()
+        self.message.is_none() && self.stream.is_none() && self.trailers.is_none()
     }
 }
 
@@ -59,13 +81,13 @@ fn response(body: GrpcBody) -> Response<GrpcBody> {
 fn failure(status: Status) -> Response<GrpcBody> {
     let mut trailers = HeaderMap::new();
     status_headers(&status, &mut trailers);
-    response(GrpcBody { message: None, trailers: Some(trailers) })
+    response(GrpcBody { message: None, stream: None, trailers: Some(trailers) })
 }
 
 fn success(message: Vec<u8>) -> Response<GrpcBody> {
     let mut trailers = HeaderMap::new();
     status_headers(&Status::ok(), &mut trailers);
-    response(GrpcBody { message: Some(Bytes::from(frame_encoded(&message))), trailers: Some(trailers) })
+    response(GrpcBody { message: Some(Bytes::from(frame_encoded(&message))), stream: None, trailers: Some(trailers) })
 }
 
 /// This member as the Cluster service reports it.
@@ -138,6 +160,70 @@ async fn member_call(
     Some(answer)
 }
 
+/// Lease.LeaseKeepAlive: each request renews its lease and is answered on the stream; an
+/// unknown or expired lease answers TTL 0, as etcd does.
+fn keep_alive(mut body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+    let (tx, rx) = mpsc::unbounded();
+    glommio::spawn_local(async move {
+        let mut decoder = FrameDecoder::new(max_message);
+        let end = loop {
+            let data = match body.frame().await {
+                None => break Status::ok(),
+                Some(Err(e)) => break Status::new(Code::Internal, format!("reading the request stream: {e}")),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers from the client carry nothing for us
+                },
+            };
+            decoder.push(&data);
+            let mut failed = None;
+            loop {
+                let message = match decoder.next_message() {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        failed = Some(status);
+                        break;
+                    }
+                };
+                let request = match decode::<pb::LeaseKeepAliveRequest>(&message) {
+                    Ok(request) => request,
+                    Err(status) => {
+                        failed = Some(status);
+                        break;
+                    }
+                };
+                let info = node.header_info();
+                let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }).await {
+                    Ok(reply) => service::unary_response(&reply, &info),
+                    Err(EtcdError::LeaseNotFound) => {
+                        Ok(pb::LeaseKeepAliveResponse { header: Some(info.header(0)), id: request.id, ttl: 0 }
+                            .encode_to_vec())
+                    }
+                    Err(e) => Err(Status::from(&e)),
+                };
+                match response {
+                    Ok(bytes) => {
+                        if tx.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(status) => {
+                        failed = Some(status);
+                        break;
+                    }
+                }
+            }
+            if let Some(status) = failed {
+                break status;
+            }
+        };
+        let _ = tx.unbounded_send(StreamItem::End(end));
+    })
+    .detach();
+    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+}
+
 /// Serves one HTTP/2 request.
 pub async fn handle(
     request: Request<Incoming>,
@@ -149,6 +235,9 @@ pub async fn handle(
     let Some(method) = Method::from_path(&path) else {
         return Ok(failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))));
     };
+    if method == Method::LeaseKeepAlive {
+        return Ok(keep_alive(request.into_body(), node, max_message));
+    }
     if method.streaming() != Streaming::Unary {
         return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
     }
