@@ -106,6 +106,29 @@ fn etcdctl_leases() {
 }
 
 #[test]
+fn etcdctl_watch_catches_up_follows_and_reports_compaction() {
+    let keel = start();
+    let e = keel.endpoint.as_str();
+    ok(e, &["put", "foo", "1"]);
+    let watcher = Command::new("timeout")
+        .args(["4", "etcdctl", &format!("--endpoints={e}"), "watch", "foo", "--prefix", "--rev=1", "--prev-kv"])
+        .env("ETCDCTL_API", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch runs");
+    std::thread::sleep(Duration::from_millis(800));
+    ok(e, &["put", "foo2", "x"]);
+    ok(e, &["del", "foo"]);
+    let out = watcher.wait_with_output().expect("watch ends at its timeout");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(text, "PUT\nfoo\n1\nPUT\nfoo2\nx\nDELETE\nfoo\n1\nfoo\n\n");
+    ok(e, &["compaction", "4"]);
+    let canceled = etcdctl(e, &["watch", "foo", "--rev=2"]);
+    assert!(String::from_utf8_lossy(&canceled.stderr).contains("required revision has been compacted"));
+}
+
+#[test]
 fn etcdctl_cluster_and_maintenance() {
     let keel = start();
     let e = keel.endpoint.as_str();

@@ -178,6 +178,22 @@ enum Input {
     Client(SocketAddr, ToServer),
 }
 
+/// Opens RocksDB inside the simulation. RocksDB's timer thread runs on real time while its
+/// caller runs on simulated time, and registering its periodic tasks now and then fails;
+/// retrying at once (no simulated time passes, no simulated randomness is drawn) keeps the
+/// run deterministic.
+fn open_rocks(dir: &std::path::Path) -> RocksBackend {
+    let mut last = None;
+    for _ in 0..50 {
+        match RocksBackend::open(dir) {
+            Ok(backend) => return backend,
+            Err(e) if e.0.contains("periodic task") => last = Some(e),
+            Err(e) => panic!("rocksdb does not open: {e:?}"),
+        }
+    }
+    panic!("rocksdb does not open after 50 attempts: {last:?}")
+}
+
 /// Runs one server process until it is killed (or stops on a disk error).
 pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: SkewedClock) {
     let (id, disk, backend, boot) = {
@@ -185,7 +201,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
         s.boots += 1;
         s.up = true;
         let backend = match &s.rocks_dir {
-            Some(dir) => SimBackend::Rocks(RocksBackend::open(dir).expect("rocksdb opens")),
+            Some(dir) => SimBackend::Rocks(open_rocks(dir)),
             None => SimBackend::Mem(s.mem.clone()),
         };
         (s.id, s.disk.clone(), backend, s.boots)

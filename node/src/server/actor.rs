@@ -15,7 +15,7 @@ use keel_storage::rocks::RocksBackend;
 
 use super::disk::FsDisk;
 use crate::service::HeaderInfo;
-use crate::{Clock, Node, NodeError, Reply, Request, Status};
+use crate::{Clock, Node, NodeError, Reply, Request, Status, WatchCreate, WatchResponse};
 
 /// Monotonic milliseconds since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +35,14 @@ pub enum Input {
     Status(oneshot::Sender<(Status, u64)>),
     /// The store's hash at a revision (0: current): hash, compaction revision, revision.
     HashKv(i64, oneshot::Sender<Result<(u32, i64, i64), EtcdError>>),
+    /// A watch stream opened: where its responses go.
+    OpenWatchStream(u64, mpsc::UnboundedSender<WatchResponse>),
+    /// Create a watcher on a stream.
+    Watch(u64, WatchCreate),
+    /// Cancel a watcher.
+    CancelWatch(i64),
+    /// A watch stream closed: drop its watchers.
+    CloseWatchStream(u64),
     /// One Raft tick.
     Tick,
 }
@@ -71,6 +79,11 @@ impl NodeHandle {
     /// What response headers carry now.
     pub fn header_info(&self) -> HeaderInfo {
         self.info.get()
+    }
+
+    /// Sends a watch-stream input; false once the actor is gone.
+    pub fn watch_input(&self, input: Input) -> bool {
+        self.tx.unbounded_send(input).is_ok()
     }
 
     /// Queues a tick; false once the actor is gone.
@@ -115,6 +128,7 @@ pub async fn run(
     clock: SystemClock,
 ) -> Result<(), NodeError> {
     let mut waiting: BTreeMap<u64, oneshot::Sender<Result<Reply, EtcdError>>> = BTreeMap::new();
+    let mut watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>> = BTreeMap::new();
     let mut next_token = 0u64;
     while let Some(first) = inputs.next().await {
         let mut input = Some(first);
@@ -132,14 +146,33 @@ pub async fn run(
                 Input::HashKv(revision, reply_to) => {
                     let _ = reply_to.send(hash_kv(&node, revision));
                 }
+                Input::OpenWatchStream(stream, to) => {
+                    watch_streams.insert(stream, to);
+                }
+                Input::Watch(stream, spec) => {
+                    node.watch(stream, spec)?;
+                }
+                Input::CancelWatch(watch_id) => {
+                    node.cancel_watch(watch_id);
+                }
+                Input::CloseWatchStream(stream) => {
+                    watch_streams.remove(&stream);
+                    node.close_watch_stream(stream);
+                }
                 Input::Tick => node.tick(clock.now_ms()),
             }
             input = inputs.try_recv().ok();
         }
         node.process(&mut NoPeers, clock.now_ms()).await?;
-        for (token, result) in node.take_output().replies {
+        let output = node.take_output();
+        for (token, result) in output.replies {
             if let Some(reply_to) = waiting.remove(&token) {
                 let _ = reply_to.send(result);
+            }
+        }
+        for response in output.watch {
+            if let Some(to) = watch_streams.get(&response.stream) {
+                let _ = to.unbounded_send(response);
             }
         }
         let info = handle.info.get();

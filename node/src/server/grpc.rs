@@ -18,7 +18,7 @@ use keel_api::grpc::{decode, frame_encoded, FrameDecoder, Method, Status, Stream
 use keel_api::{Code, EtcdError};
 use prost::Message;
 
-use super::actor::NodeHandle;
+use super::actor::{self, NodeHandle};
 use crate::service;
 
 /// What a streaming call's producer sends to its response body.
@@ -224,6 +224,99 @@ fn keep_alive(mut body: Incoming, node: NodeHandle, max_message: usize) -> Respo
     response(GrpcBody { message: None, stream: Some(rx), trailers: None })
 }
 
+/// Watch streams of this process get distinct ids.
+static NEXT_WATCH_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn watch_response(r: &crate::WatchResponse, info: &service::HeaderInfo) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header: Some(info.header(r.revision)),
+        watch_id: r.watch_id,
+        created: r.created,
+        canceled: r.canceled,
+        compact_revision: r.compact_revision,
+        cancel_reason: if r.compact_revision > 0 {
+            "etcdserver: mvcc: required revision has been compacted".to_string()
+        } else {
+            String::new()
+        },
+        fragment: false,
+        events: r
+            .events
+            .iter()
+            .map(|e| prost::Message::decode(e.encode_to_vec().as_slice()).expect("same fields"))
+            .collect(),
+    }
+}
+
+/// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
+/// watchers; the node's watch hub feeds events, in order, into the response stream.
+fn watch(mut body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+    let stream = NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded();
+    let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
+    if !node.watch_input(actor::Input::OpenWatchStream(stream, events_tx)) {
+        return failure(Status::from(&EtcdError::Stopped));
+    }
+    let (forward, forward_node) = (tx.clone(), node.clone());
+    glommio::spawn_local(async move {
+        while let Some(r) = events.next().await {
+            let message = watch_response(&r, &forward_node.header_info()).encode_to_vec();
+            if forward.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&message)))).is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+    glommio::spawn_local(async move {
+        let mut decoder = FrameDecoder::new(max_message);
+        let end = 'stream: loop {
+            let data = match body.frame().await {
+                None => break Status::ok(),
+                Some(Err(e)) => break Status::new(Code::Internal, format!("reading the request stream: {e}")),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            decoder.push(&data);
+            loop {
+                let message = match decoder.next_message() {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => break 'stream status,
+                };
+                let request = match decode::<pb::WatchRequest>(&message) {
+                    Ok(request) => request,
+                    Err(status) => break 'stream status,
+                };
+                let input = match request.request_union {
+                    Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
+                        let filters = |f: pb::watch_create_request::FilterType| c.filters.contains(&(f as i32));
+                        let spec = crate::WatchCreate {
+                            no_put: filters(pb::watch_create_request::FilterType::Noput),
+                            no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
+                            key: c.key,
+                            range_end: c.range_end,
+                            start_revision: c.start_revision,
+                            prev_kv: c.prev_kv,
+                        };
+                        actor::Input::Watch(stream, spec)
+                    }
+                    Some(pb::watch_request::RequestUnion::CancelRequest(c)) => actor::Input::CancelWatch(c.watch_id),
+                    Some(pb::watch_request::RequestUnion::ProgressRequest(_)) | None => continue,
+                };
+                if !node.watch_input(input) {
+                    break 'stream Status::from(&EtcdError::Stopped);
+                }
+            }
+        };
+        node.watch_input(actor::Input::CloseWatchStream(stream));
+        let _ = tx.unbounded_send(StreamItem::End(end));
+    })
+    .detach();
+    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+}
+
 /// Serves one HTTP/2 request.
 pub async fn handle(
     request: Request<Incoming>,
@@ -237,6 +330,9 @@ pub async fn handle(
     };
     if method == Method::LeaseKeepAlive {
         return Ok(keep_alive(request.into_body(), node, max_message));
+    }
+    if method == Method::Watch {
+        return Ok(watch(request.into_body(), node, max_message));
     }
     if method.streaming() != Streaming::Unary {
         return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
