@@ -140,6 +140,23 @@ fn etcdctl_cluster_and_maintenance() {
 }
 
 #[test]
+fn sigterm_stops_cleanly() {
+    let mut keel = start();
+    ok(&keel.endpoint, &["put", "kept", "1"]);
+    let pid = keel.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = keel.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "keel did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "keel exited with {status}");
+}
+
+#[test]
 fn acknowledged_writes_survive_kill_9() {
     let mut keel = start();
     for i in 0..20 {

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::Parser;
 use keel_node::server::{run, ServerConfig};
@@ -90,7 +92,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // SIGTERM and SIGINT stop the member cleanly (checked every heartbeat).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("keel: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let config = ServerConfig {
+        stop,
         data_dir: flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.etcd", flags.name))),
         listen_client,
         advertise_client_urls: split_urls(&flags.advertise_client_urls),

@@ -45,6 +45,8 @@ pub enum Input {
     CloseWatchStream(u64),
     /// One Raft tick.
     Tick,
+    /// Stop: everything acknowledged is already durable, so the actor just returns.
+    Stop,
 }
 
 /// How the gRPC handlers reach the actor.
@@ -89,6 +91,11 @@ impl NodeHandle {
     /// Queues a tick; false once the actor is gone.
     pub fn tick(&self) -> bool {
         self.tx.unbounded_send(Input::Tick).is_ok()
+    }
+
+    /// Asks the actor to stop.
+    pub fn stop(&self) {
+        let _ = self.tx.unbounded_send(Input::Stop);
     }
 }
 
@@ -160,6 +167,12 @@ pub async fn run(
                     node.close_watch_stream(stream);
                 }
                 Input::Tick => node.tick(clock.now_ms()),
+                Input::Stop => {
+                    for (_, reply_to) in std::mem::take(&mut waiting) {
+                        let _ = reply_to.send(Err(EtcdError::Stopped));
+                    }
+                    return Ok(());
+                }
             }
             input = inputs.try_recv().ok();
         }

@@ -12,6 +12,8 @@ mod io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
@@ -53,6 +55,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Core to pin the executor to.
     pub cpu: Option<usize>,
+    /// Set (by a signal handler) to stop the member cleanly.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Runs the member until it fails.
@@ -92,9 +96,15 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     let (handle, inputs) = actor::channel(info);
     let ticker = handle.clone();
     let tick = Duration::from_millis(config.heartbeat_ms);
+    let stop = config.stop.clone();
     glommio::spawn_local(async move {
         while ticker.tick() {
             glommio::timer::sleep(tick).await;
+            if stop.load(Ordering::Relaxed) {
+                tracing::info!("stopping on signal");
+                ticker.stop();
+                return;
+            }
         }
     })
     .detach();
