@@ -213,6 +213,12 @@ fn mvcc_error(e: MvccError) -> Result<EtcdError, NodeError> {
     })
 }
 
+/// Removes and returns the entries of `pending` whose deadline has passed.
+fn take_expired<T>(pending: &mut BTreeMap<u64, T>, now_ms: u64, deadline: impl Fn(&T) -> u64) -> Vec<T> {
+    let expired: Vec<u64> = pending.iter().filter(|(_, p)| deadline(p) <= now_ms).map(|(&id, _)| id).collect();
+    expired.into_iter().filter_map(|id| pending.remove(&id)).collect()
+}
+
 /// The first entries of a new cluster's log: its initial voters, committed in term 1.
 fn bootstrap(voters: &[u64]) -> (Vec<Entry>, HardState) {
     let entries: Vec<Entry> = voters
@@ -360,16 +366,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Advances the clock by one tick: Raft's timers, request deadlines and lease expiry.
     pub fn tick(&mut self, now_ms: u64) {
         self.raw.tick();
-        let expired: Vec<u64> =
-            self.proposals.iter().filter(|(_, p)| p.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
-        for id in expired {
-            let p = self.proposals.remove(&id).expect("present");
-            self.reply(p.token, Err(EtcdError::Timeout));
-        }
-        let expired: Vec<u64> = self.reads.iter().filter(|(_, r)| r.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
-        for id in expired {
-            let r = self.reads.remove(&id).expect("present");
-            self.reply(r.token, Err(EtcdError::Timeout));
+        let proposals = take_expired(&mut self.proposals, now_ms, |p| p.deadline_ms).into_iter().map(|p| p.token);
+        let reads = take_expired(&mut self.reads, now_ms, |r| r.deadline_ms).into_iter().map(|r| r.token);
+        let timed_out: Vec<u64> = proposals.chain(reads).collect();
+        for token in timed_out {
+            self.reply(token, Err(EtcdError::Timeout));
         }
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             for id in self.kv.lessor_mut().expired(now_ms, 16) {

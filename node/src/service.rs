@@ -12,7 +12,7 @@ use prost::Message;
 use crate::proposal::{Reply, Request, Response};
 
 /// Re-reads a message as another type with the same field numbers.
-fn recode<B: Message + Default>(from: &impl Message) -> B {
+pub(crate) fn recode<B: Message + Default>(from: &impl Message) -> B {
     B::decode(from.encode_to_vec().as_slice()).expect("types share etcd's field numbers")
 }
 

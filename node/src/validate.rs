@@ -86,7 +86,9 @@ impl Writes {
     }
 }
 
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+/// Whether `key` falls in etcd's range `[start, end)`: an empty `end` means just `start`,
+/// `end == [0]` means every key from `start` on.
+pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     match end {
         [] => key == start,
         [0] => key >= start,

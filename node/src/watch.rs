@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use keel_storage::backend::Backend;
 use keel_storage::mvcc::{Event, EventType, KvStore, MvccError};
 
+use crate::validate;
+
 /// A request to create a watcher.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WatchCreate {
@@ -62,12 +64,7 @@ impl Watcher {
         if (is_put && self.spec.no_put) || (!is_put && self.spec.no_delete) {
             return false;
         }
-        let (start, end) = (&self.spec.key, &self.spec.range_end);
-        match end.as_slice() {
-            [] => kv.key == *start,
-            [0] => kv.key >= *start,
-            _ => kv.key >= *start && kv.key < *end,
-        }
+        validate::in_range(&kv.key, &self.spec.key, &self.spec.range_end)
     }
 
     fn shape(&self, event: &Event) -> Event {

@@ -363,14 +363,9 @@ impl Client {
         }
         let wait = async {
             loop {
-                let Ok((payload, _)) = self.endpoint.recv_from_raw(TAG_TO_CLIENT).await else {
-                    return futures::future::pending().await;
-                };
-                if let Ok(msg) = payload.downcast::<ToClient>() {
-                    if let ToClient::Reply(t, result) = *msg {
-                        if t == token {
-                            return result;
-                        }
+                if let ToClient::Reply(t, result) = self.next_message().await {
+                    if t == token {
+                        return result;
                     }
                 }
             }
@@ -389,16 +384,18 @@ impl Client {
 
     /// Waits up to `deadline` for the next message from any server.
     pub async fn recv(&self, deadline: Duration) -> Option<ToClient> {
-        let wait = async {
-            loop {
-                let Ok((payload, _)) = self.endpoint.recv_from_raw(TAG_TO_CLIENT).await else {
-                    return futures::future::pending().await;
-                };
-                if let Ok(msg) = payload.downcast::<ToClient>() {
-                    return *msg;
-                }
+        madsim::time::timeout(deadline, self.next_message()).await.ok()
+    }
+
+    /// The next message from any server (pending forever if the network is down).
+    async fn next_message(&self) -> ToClient {
+        loop {
+            let Ok((payload, _)) = self.endpoint.recv_from_raw(TAG_TO_CLIENT).await else {
+                return futures::future::pending().await;
+            };
+            if let Ok(msg) = payload.downcast::<ToClient>() {
+                return *msg;
             }
-        };
-        madsim::time::timeout(deadline, wait).await.ok()
+        }
     }
 }

@@ -51,9 +51,7 @@ impl Body for GrpcBody {
                 None => Status::ok(),
             };
             self.stream = None;
-            let mut trailers = HeaderMap::new();
-            status_headers(&status, &mut trailers);
-            self.trailers = Some(trailers);
+            self.trailers = Some(trailers(&status));
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
@@ -63,12 +61,15 @@ impl Body for GrpcBody {
     }
 }
 
-fn status_headers(status: &Status, headers: &mut HeaderMap) {
+/// The trailers that end a call with `status`.
+fn trailers(status: &Status) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert("grpc-status", HeaderValue::from_str(&status.code_header()).expect("digits"));
     if !status.message.is_empty() {
         let message = HeaderValue::from_str(&status.message_header()).expect("percent-encoded ASCII");
         headers.insert("grpc-message", message);
     }
+    headers
 }
 
 fn response(body: GrpcBody) -> Response<GrpcBody> {
@@ -79,15 +80,51 @@ fn response(body: GrpcBody) -> Response<GrpcBody> {
 
 /// A failed call: no message, then the status trailers.
 fn failure(status: Status) -> Response<GrpcBody> {
-    let mut trailers = HeaderMap::new();
-    status_headers(&status, &mut trailers);
-    response(GrpcBody { message: None, stream: None, trailers: Some(trailers) })
+    response(GrpcBody { message: None, stream: None, trailers: Some(trailers(&status)) })
 }
 
 fn success(message: Vec<u8>) -> Response<GrpcBody> {
-    let mut trailers = HeaderMap::new();
-    status_headers(&Status::ok(), &mut trailers);
-    response(GrpcBody { message: Some(Bytes::from(frame_encoded(&message))), stream: None, trailers: Some(trailers) })
+    let message = Some(Bytes::from(frame_encoded(&message)));
+    response(GrpcBody { message, stream: None, trailers: Some(trailers(&Status::ok())) })
+}
+
+/// The messages of a request body, decoded as they arrive.
+struct RequestStream {
+    body: Incoming,
+    decoder: FrameDecoder,
+}
+
+impl RequestStream {
+    fn new(body: Incoming, max_message: usize) -> RequestStream {
+        RequestStream { body, decoder: FrameDecoder::new(max_message) }
+    }
+
+    /// The next request message, decoded; None once the client has finished sending.
+    async fn next<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+        match self.next_encoded().await? {
+            Some(message) => decode(&message).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next request message's bytes; None once the client has finished sending.
+    async fn next_encoded(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        loop {
+            if let Some(message) = self.decoder.next_message()? {
+                return Ok(Some(message));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(Status::new(Code::Internal, format!("reading the request: {e}"))),
+                // Trailers from the client carry nothing for us.
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.decoder.push(&data);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// This member as the Cluster service reports it.
@@ -165,60 +202,32 @@ async fn member_call(
 
 /// Lease.LeaseKeepAlive: each request renews its lease and is answered on the stream; an
 /// unknown or expired lease answers TTL 0, as etcd does.
-fn keep_alive(mut body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
     let (tx, rx) = mpsc::unbounded();
     glommio::spawn_local(async move {
-        let mut decoder = FrameDecoder::new(max_message);
+        let mut requests = RequestStream::new(body, max_message);
         let end = loop {
-            let data = match body.frame().await {
-                None => break Status::ok(),
-                Some(Err(e)) => break Status::new(Code::Internal, format!("reading the request stream: {e}")),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue, // trailers from the client carry nothing for us
-                },
+            let request = match requests.next::<pb::LeaseKeepAliveRequest>().await {
+                Ok(Some(request)) => request,
+                Ok(None) => break Status::ok(),
+                Err(status) => break status,
             };
-            decoder.push(&data);
-            let mut failed = None;
-            loop {
-                let message = match decoder.next_message() {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => {
-                        failed = Some(status);
-                        break;
-                    }
-                };
-                let request = match decode::<pb::LeaseKeepAliveRequest>(&message) {
-                    Ok(request) => request,
-                    Err(status) => {
-                        failed = Some(status);
-                        break;
-                    }
-                };
-                let info = node.header_info();
-                let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }).await {
-                    Ok(reply) => service::unary_response(&reply, &info),
-                    Err(EtcdError::LeaseNotFound) => {
-                        Ok(pb::LeaseKeepAliveResponse { header: Some(info.header(0)), id: request.id, ttl: 0 }
-                            .encode_to_vec())
-                    }
-                    Err(e) => Err(Status::from(&e)),
-                };
-                match response {
-                    Ok(bytes) => {
-                        if tx.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    Err(status) => {
-                        failed = Some(status);
-                        break;
+            let info = node.header_info();
+            let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }).await {
+                Ok(reply) => service::unary_response(&reply, &info),
+                Err(EtcdError::LeaseNotFound) => {
+                    Ok(pb::LeaseKeepAliveResponse { header: Some(info.header(0)), id: request.id, ttl: 0 }
+                        .encode_to_vec())
+                }
+                Err(e) => Err(Status::from(&e)),
+            };
+            match response {
+                Ok(bytes) => {
+                    if tx.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).is_err() {
+                        return; // the client went away
                     }
                 }
-            }
-            if let Some(status) = failed {
-                break status;
+                Err(status) => break status,
             }
         };
         let _ = tx.unbounded_send(StreamItem::End(end));
@@ -243,17 +252,13 @@ fn watch_response(r: &crate::WatchResponse, info: &service::HeaderInfo) -> pb::W
             String::new()
         },
         fragment: false,
-        events: r
-            .events
-            .iter()
-            .map(|e| prost::Message::decode(e.encode_to_vec().as_slice()).expect("same fields"))
-            .collect(),
+        events: r.events.iter().map(service::recode).collect(),
     }
 }
 
 /// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
 /// watchers; the node's watch hub feeds events, in order, into the response stream.
-fn watch(mut body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
     let stream = NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
@@ -271,46 +276,31 @@ fn watch(mut body: Incoming, node: NodeHandle, max_message: usize) -> Response<G
     })
     .detach();
     glommio::spawn_local(async move {
-        let mut decoder = FrameDecoder::new(max_message);
-        let end = 'stream: loop {
-            let data = match body.frame().await {
-                None => break Status::ok(),
-                Some(Err(e)) => break Status::new(Code::Internal, format!("reading the request stream: {e}")),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
+        let mut requests = RequestStream::new(body, max_message);
+        let end = loop {
+            let request = match requests.next::<pb::WatchRequest>().await {
+                Ok(Some(request)) => request,
+                Ok(None) => break Status::ok(),
+                Err(status) => break status,
             };
-            decoder.push(&data);
-            loop {
-                let message = match decoder.next_message() {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => break 'stream status,
-                };
-                let request = match decode::<pb::WatchRequest>(&message) {
-                    Ok(request) => request,
-                    Err(status) => break 'stream status,
-                };
-                let input = match request.request_union {
-                    Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
-                        let filters = |f: pb::watch_create_request::FilterType| c.filters.contains(&(f as i32));
-                        let spec = crate::WatchCreate {
-                            no_put: filters(pb::watch_create_request::FilterType::Noput),
-                            no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
-                            key: c.key,
-                            range_end: c.range_end,
-                            start_revision: c.start_revision,
-                            prev_kv: c.prev_kv,
-                        };
-                        actor::Input::Watch(stream, spec)
-                    }
-                    Some(pb::watch_request::RequestUnion::CancelRequest(c)) => actor::Input::CancelWatch(c.watch_id),
-                    Some(pb::watch_request::RequestUnion::ProgressRequest(_)) | None => continue,
-                };
-                if !node.watch_input(input) {
-                    break 'stream Status::from(&EtcdError::Stopped);
+            let input = match request.request_union {
+                Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
+                    let filters = |f: pb::watch_create_request::FilterType| c.filters.contains(&(f as i32));
+                    let spec = crate::WatchCreate {
+                        no_put: filters(pb::watch_create_request::FilterType::Noput),
+                        no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
+                        key: c.key,
+                        range_end: c.range_end,
+                        start_revision: c.start_revision,
+                        prev_kv: c.prev_kv,
+                    };
+                    actor::Input::Watch(stream, spec)
                 }
+                Some(pb::watch_request::RequestUnion::CancelRequest(c)) => actor::Input::CancelWatch(c.watch_id),
+                Some(pb::watch_request::RequestUnion::ProgressRequest(_)) | None => continue,
+            };
+            if !node.watch_input(input) {
+                break Status::from(&EtcdError::Stopped);
             }
         };
         node.watch_input(actor::Input::CloseWatchStream(stream));
@@ -340,13 +330,7 @@ pub async fn handle(
     if method.streaming() != Streaming::Unary {
         return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
     }
-    let body = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return Ok(failure(Status::new(Code::Internal, format!("reading the request: {e}")))),
-    };
-    let mut decoder = FrameDecoder::new(max_message);
-    decoder.push(&body);
-    let message = match decoder.next_message() {
+    let message = match RequestStream::new(request.into_body(), max_message).next_encoded().await {
         Ok(Some(message)) => message,
         Ok(None) => return Ok(failure(Status::new(Code::InvalidArgument, "grpc: request has no message"))),
         Err(status) => return Ok(failure(status)),
