@@ -4,8 +4,10 @@
 //!   packages, services and field numbers, so etcd clients interoperate;
 //! - [`grpc`]: the gRPC wire framing (length-prefixed messages, status trailers) and the
 //!   table of etcd's RPC methods;
-//! - [`EtcdError`]: what clients match on — etcd's status codes and error messages, exactly.
+//! - [`EtcdError`]: what clients match on — etcd's status codes and error messages, exactly;
+//! - [`authority`]: the repair of the malformed `:authority` etcdctl 3.4 sends on some calls.
 
+pub mod authority;
 mod errors;
 pub mod grpc;
 

@@ -1,0 +1,265 @@
+//! Repairs the `:authority` that some etcd clients send, before the HTTP/2 server sees it.
+//!
+//! etcdctl 3.4 (grpc-go with a `passthrough` target) sends the endpoint URL itself as
+//! `:authority`, e.g. `http://127.0.0.1:2379`, for `endpoint status`, `endpoint hashkv` and
+//! `defrag`. Go's HTTP/2 server lets that through; the `h2` crate rejects it as a malformed
+//! authority (RST_STREAM PROTOCOL_ERROR), and its maintainers decline to relax the check
+//! (hyperium/h2#525). [`AuthorityFix`] sits on the client-to-server byte stream: it passes
+//! every frame through untouched except header blocks, which it decodes with the client's
+//! HPACK state, strips a `scheme://` prefix from `:authority`, and re-encodes as literals that
+//! never enter the server's dynamic table (so the two HPACK contexts stay consistent).
+//!
+//! Invariant: every byte in is either passed out in order or held until the frame it belongs
+//! to is complete; header blocks (HEADERS plus CONTINUATION frames) come out as one block
+//! split at the default maximum frame size.
+
+use loona_hpack::encoder::encode_integer_into;
+use loona_hpack::Decoder;
+
+/// The HTTP/2 client connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// SETTINGS_MAX_FRAME_SIZE's initial value, which every server accepts.
+const MAX_FRAME: usize = 16_384;
+/// A header block larger than this is refused (the server would refuse it too).
+const MAX_BLOCK: usize = 1 << 20;
+
+/// Why the byte stream cannot be repaired; the connection must be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityFixError {
+    /// The client did not open with the HTTP/2 preface.
+    #[error("not an HTTP/2 connection preface")]
+    Preface,
+    /// Frames are out of order or malformed.
+    #[error("malformed HTTP/2 frame: {0}")]
+    Frame(&'static str),
+    /// The header block does not decode.
+    #[error("undecodable header block: {0}")]
+    Hpack(#[from] loona_hpack::decoder::DecoderError),
+}
+
+/// A header block being collected from HEADERS and CONTINUATION frames.
+struct OpenBlock {
+    stream: u32,
+    end_stream: bool,
+    fragment: Vec<u8>,
+}
+
+/// The client-to-server rewriter of one connection.
+pub struct AuthorityFix {
+    preface_seen: usize,
+    pending: Vec<u8>,
+    block: Option<OpenBlock>,
+    decoder: Decoder<'static>,
+}
+
+impl Default for AuthorityFix {
+    fn default() -> Self {
+        AuthorityFix { preface_seen: 0, pending: Vec::new(), block: None, decoder: Decoder::new() }
+    }
+}
+
+/// `:authority` without a `scheme://` prefix or a trailing slash.
+fn repaired(authority: &[u8]) -> &[u8] {
+    let text = authority.windows(3).position(|w| w == b"://").map_or(authority, |at| &authority[at + 3..]);
+    text.strip_suffix(b"/").unwrap_or(text)
+}
+
+/// Appends an HPACK string literal (no Huffman coding).
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    encode_integer_into(bytes.len(), 7, 0, out).expect("a Vec grows as needed");
+    out.extend_from_slice(bytes);
+}
+
+fn put_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+}
+
+impl AuthorityFix {
+    /// Feeds bytes read from the client; appends what the server should read to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
+        let mut input = input;
+        if self.preface_seen < PREFACE.len() {
+            let take = input.len().min(PREFACE.len() - self.preface_seen);
+            if input[..take] != PREFACE[self.preface_seen..self.preface_seen + take] {
+                return Err(AuthorityFixError::Preface);
+            }
+            out.extend_from_slice(&input[..take]);
+            self.preface_seen += take;
+            input = &input[take..];
+        }
+        self.pending.extend_from_slice(input);
+        let mut at = 0;
+        while self.pending.len() - at >= FRAME_HEADER {
+            let header = &self.pending[at..at + FRAME_HEADER];
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            if self.pending.len() - at < FRAME_HEADER + len {
+                break;
+            }
+            let (kind, flags) = (header[3], header[4]);
+            let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+            let frame_end = at + FRAME_HEADER + len;
+            let payload = &self.pending[at + FRAME_HEADER..frame_end];
+            match (kind, self.block.as_mut()) {
+                (HEADERS, None) => {
+                    let fragment = header_fragment(payload, flags)?;
+                    self.block =
+                        Some(OpenBlock { stream, end_stream: flags & END_STREAM != 0, fragment: fragment.to_vec() });
+                }
+                (CONTINUATION, Some(block)) if block.stream == stream => {
+                    if block.fragment.len() + payload.len() > MAX_BLOCK {
+                        return Err(AuthorityFixError::Frame("header block too large"));
+                    }
+                    block.fragment.extend_from_slice(payload);
+                }
+                (_, Some(_)) => return Err(AuthorityFixError::Frame("header block interrupted")),
+                (CONTINUATION, None) => return Err(AuthorityFixError::Frame("CONTINUATION without HEADERS")),
+                _ => out.extend_from_slice(&self.pending[at..frame_end]),
+            }
+            if matches!(kind, HEADERS | CONTINUATION) && flags & END_HEADERS != 0 {
+                let block = self.block.take().expect("a block is open");
+                self.emit(&block, out)?;
+            }
+            at = frame_end;
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// Decodes a complete header block and writes it out re-encoded.
+    fn emit(&mut self, block: &OpenBlock, out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
+        let mut encoded = Vec::with_capacity(block.fragment.len() + 32);
+        self.decoder.decode_with_cb(&block.fragment, |name, value| {
+            let value: &[u8] = if &*name == b":authority" { repaired(&value) } else { &value };
+            // Literal header field without indexing, new name (RFC 7541 §6.2.2).
+            encoded.push(0);
+            put_string(&mut encoded, &name);
+            put_string(&mut encoded, value);
+        })?;
+        let mut chunks = encoded.chunks(MAX_FRAME).peekable();
+        let mut kind = HEADERS;
+        let end_stream = if block.end_stream { END_STREAM } else { 0 };
+        loop {
+            let chunk = chunks.next().unwrap_or(&[]);
+            let last = chunks.peek().is_none();
+            let flags = if kind == HEADERS { end_stream } else { 0 } | if last { END_HEADERS } else { 0 };
+            put_frame_header(out, chunk.len(), kind, flags, block.stream);
+            out.extend_from_slice(chunk);
+            if last {
+                return Ok(());
+            }
+            kind = CONTINUATION;
+        }
+    }
+}
+
+/// The header block fragment of a HEADERS frame, without padding and priority fields.
+fn header_fragment(payload: &[u8], flags: u8) -> Result<&[u8], AuthorityFixError> {
+    let mut fragment = payload;
+    let mut padding = 0;
+    if flags & PADDED != 0 {
+        let (&pad, rest) = fragment.split_first().ok_or(AuthorityFixError::Frame("PADDED HEADERS too short"))?;
+        padding = pad as usize;
+        fragment = rest;
+    }
+    if flags & PRIORITY != 0 {
+        fragment = fragment.get(5..).ok_or(AuthorityFixError::Frame("PRIORITY HEADERS too short"))?;
+    }
+    let end = fragment.len().checked_sub(padding).ok_or(AuthorityFixError::Frame("padding longer than the frame"))?;
+    Ok(&fragment[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loona_hpack::Encoder;
+
+    fn headers_frame(out: &mut Vec<u8>, block: &[u8], flags: u8, stream: u32) {
+        put_frame_header(out, block.len(), HEADERS, flags, stream);
+        out.extend_from_slice(block);
+    }
+
+    type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Decodes every header block of a rewritten stream (after the preface): each frame's
+    /// flags (HEADERS) or kind (others), with its headers.
+    fn blocks(mut stream: &[u8]) -> Vec<(u8, Headers)> {
+        let mut decoder = Decoder::new();
+        let mut found = Vec::new();
+        stream = &stream[PREFACE.len()..];
+        while !stream.is_empty() {
+            let len = u32::from_be_bytes([0, stream[0], stream[1], stream[2]]) as usize;
+            let (kind, flags) = (stream[3], stream[4]);
+            let payload = &stream[FRAME_HEADER..FRAME_HEADER + len];
+            if kind == HEADERS {
+                found.push((flags, decoder.decode(payload).expect("decodes")));
+            } else {
+                found.push((kind, Vec::new()));
+            }
+            stream = &stream[FRAME_HEADER + len..];
+        }
+        found
+    }
+
+    #[test]
+    fn strips_the_scheme_from_authority_and_keeps_everything_else() {
+        let mut client = Encoder::new();
+        let mut input = PREFACE.to_vec();
+        // A SETTINGS frame passes through as it is.
+        put_frame_header(&mut input, 0, 0x4, 0, 0);
+        let request: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/etcdserverpb.Maintenance/Status"),
+            (b":authority", b"http://127.0.0.1:2379"),
+            (b"content-type", b"application/grpc"),
+        ];
+        headers_frame(&mut input, &client.encode(request.clone()), END_HEADERS, 1);
+        // The second request reuses the client's dynamic table; split over CONTINUATION.
+        let second = client.encode(request);
+        put_frame_header(&mut input, 2, HEADERS, END_STREAM, 3);
+        input.extend_from_slice(&second[..2]);
+        put_frame_header(&mut input, second.len() - 2, CONTINUATION, END_HEADERS, 3);
+        input.extend_from_slice(&second[2..]);
+
+        // Fed one byte at a time, to cross every boundary.
+        let mut fix = AuthorityFix::default();
+        let mut out = Vec::new();
+        for byte in &input {
+            fix.push(std::slice::from_ref(byte), &mut out).expect("repairable");
+        }
+        let found = blocks(&out);
+        assert_eq!(found.len(), 3);
+        assert_eq!(found[0], (0x4, Vec::new()));
+        for (i, (flags, headers)) in found[1..].iter().enumerate() {
+            assert_eq!(*flags, if i == 0 { END_HEADERS } else { END_HEADERS | END_STREAM });
+            let authority = headers.iter().find(|(n, _)| n == b":authority").expect("authority");
+            assert_eq!(authority.1, b"127.0.0.1:2379");
+            assert_eq!(headers.len(), 5);
+            assert_eq!(headers[2].1, b"/etcdserverpb.Maintenance/Status");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_http2() {
+        let mut out = Vec::new();
+        assert!(matches!(
+            AuthorityFix::default().push(b"GET / HTTP/1.1\r\n", &mut out),
+            Err(AuthorityFixError::Preface)
+        ));
+        let mut input = PREFACE.to_vec();
+        put_frame_header(&mut input, 1, CONTINUATION, END_HEADERS, 1);
+        input.push(0);
+        assert!(matches!(AuthorityFix::default().push(&input, &mut out), Err(AuthorityFixError::Frame(_))));
+        assert_eq!(repaired(b"unix:///tmp/s/"), b"/tmp/s");
+        assert_eq!(repaired(b"localhost:2379"), b"localhost:2379");
+    }
+}
