@@ -85,6 +85,36 @@ pub enum EtcdError {
 }
 
 impl EtcdError {
+    /// Every error, for looking one up by its message.
+    pub const ALL: [EtcdError; 18] = {
+        use EtcdError::*;
+        [
+            EmptyKey,
+            KeyNotFound,
+            ValueProvided,
+            LeaseProvided,
+            TooManyOps,
+            DuplicateKey,
+            RequestTooLarge,
+            InvalidSortOption,
+            Compacted,
+            FutureRev,
+            LeaseNotFound,
+            LeaseExists,
+            LeaseTtlTooLarge,
+            NoLeader,
+            NotLeader,
+            LeaderChanged,
+            Timeout,
+            Stopped,
+        ]
+    };
+
+    /// The error whose message is `message` (as `to_string` writes it).
+    pub fn from_message(message: &str) -> Option<EtcdError> {
+        EtcdError::ALL.into_iter().find(|e| e.to_string() == message)
+    }
+
     /// The gRPC status code etcd sends with this error.
     pub fn code(&self) -> Code {
         use EtcdError::*;
@@ -115,5 +145,9 @@ mod tests {
         assert_eq!(EtcdError::DuplicateKey.to_string(), "etcdserver: duplicate key given in txn request");
         assert_eq!(EtcdError::LeaseNotFound.code(), Code::NotFound);
         assert!(!EtcdError::Timeout.is_definite());
+        for e in EtcdError::ALL {
+            assert_eq!(EtcdError::from_message(&e.to_string()), Some(e));
+        }
+        assert_eq!(EtcdError::from_message("no such error"), None);
     }
 }

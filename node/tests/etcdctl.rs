@@ -1,70 +1,27 @@
-//! End to end: Debian's etcdctl (3.4) against a `keel` process on loopback. Every command has
-//! a deadline, and the server is killed when the test ends.
+//! End to end: Debian's etcdctl (3.4) against a single-member `keel` process on loopback.
+//! Every command has a deadline, and the server is killed when the test ends.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Keel {
-    child: Child,
-    endpoint: String,
+use common::{err, etcdctl, ok, Keel};
+
+struct Member {
+    keel: Keel,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Keel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("20").arg("etcdctl").arg(format!("--endpoints={endpoint}")).arg("--command-timeout=10s").args(args);
-    cmd.env("ETCDCTL_API", "3");
-    cmd.output().expect("etcdctl runs (ci/setup installs etcd-client)")
-}
-
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let out = etcdctl(endpoint, args);
-    assert!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn err(endpoint: &str, args: &[&str]) -> String {
-    let out = etcdctl(endpoint, args);
-    assert!(!out.status.success(), "etcdctl {args:?} should fail");
-    String::from_utf8(out.stderr).expect("utf-8")
-}
-
-fn start() -> Keel {
+fn start() -> Member {
     let dir = tempfile::tempdir().expect("temp dir");
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg(format!("--listen-client-urls={endpoint}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("keel starts");
-    let keel = Keel { child, endpoint, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !etcdctl(&keel.endpoint, &["put", "ready", "1"]).status.success() {
-        assert!(Instant::now() < deadline, "keel did not start serving");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    keel
+    Member { keel: Keel::single(dir.path()), _dir: dir }
 }
 
 #[test]
 fn etcdctl_kv_round_trip() {
-    let keel = start();
-    let e = keel.endpoint.as_str();
+    let member = start();
+    let e = member.keel.endpoint.as_str();
     assert_eq!(ok(e, &["put", "foo", "bar"]), "OK\n");
     assert_eq!(ok(e, &["put", "foo2", "baz"]), "OK\n");
     assert_eq!(ok(e, &["get", "foo"]), "foo\nbar\n");
@@ -79,8 +36,8 @@ fn etcdctl_kv_round_trip() {
 
 #[test]
 fn etcdctl_sees_etcds_errors() {
-    let keel = start();
-    let e = keel.endpoint.as_str();
+    let member = start();
+    let e = member.keel.endpoint.as_str();
     assert!(err(e, &["put", "k", "v", "--lease=1234"]).contains("etcdserver: requested lease not found"));
     ok(e, &["put", "k", "1"]);
     ok(e, &["put", "k", "2"]);
@@ -91,8 +48,8 @@ fn etcdctl_sees_etcds_errors() {
 
 #[test]
 fn etcdctl_leases() {
-    let keel = start();
-    let e = keel.endpoint.as_str();
+    let member = start();
+    let e = member.keel.endpoint.as_str();
     let granted = ok(e, &["lease", "grant", "30"]);
     let id = granted.split_whitespace().nth(1).expect("lease id").to_string();
     assert_eq!(granted, format!("lease {id} granted with TTL(30s)\n"));
@@ -107,8 +64,8 @@ fn etcdctl_leases() {
 
 #[test]
 fn etcdctl_watch_catches_up_follows_and_reports_compaction() {
-    let keel = start();
-    let e = keel.endpoint.as_str();
+    let member = start();
+    let e = member.keel.endpoint.as_str();
     ok(e, &["put", "foo", "1"]);
     let watcher = Command::new("timeout")
         .args(["4", "etcdctl", &format!("--endpoints={e}"), "watch", "foo", "--prefix", "--rev=1", "--prev-kv"])
@@ -130,20 +87,23 @@ fn etcdctl_watch_catches_up_follows_and_reports_compaction() {
 
 #[test]
 fn etcdctl_cluster_and_maintenance() {
-    let keel = start();
-    let e = keel.endpoint.as_str();
+    let member = start();
+    let e = member.keel.endpoint.as_str();
     let members = ok(e, &["member", "list"]);
     let fields: Vec<&str> = members.trim().split(", ").collect();
     assert_eq!(fields.len(), 6, "{members}");
-    assert_eq!(&fields[1..], ["started", "default", "http://localhost:2380", "http://localhost:2379", "false"]);
+    assert_eq!(fields[1..3], ["started", "default"]);
+    assert_eq!(fields[4], e, "client URL");
+    assert_eq!(fields[5], "false", "not a learner");
     assert_eq!(ok(e, &["alarm", "list"]), "");
 }
 
 #[test]
 fn sigterm_stops_cleanly() {
-    let mut keel = start();
+    let mut member = start();
+    let keel = &mut member.keel;
     ok(&keel.endpoint, &["put", "kept", "1"]);
-    let pid = keel.child.id().to_string();
+    let pid = keel.pid().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -158,26 +118,14 @@ fn sigterm_stops_cleanly() {
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let mut keel = start();
+    let mut member = start();
+    let keel = &mut member.keel;
     for i in 0..20 {
         ok(&keel.endpoint, &["put", &format!("k{i}"), &i.to_string()]);
     }
-    keel.child.kill().expect("kill -9");
-    keel.child.wait().expect("reaped");
-    let data = keel._dir.path().join("data");
-    keel.child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg(format!("--listen-client-urls={}", keel.endpoint))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("keel restarts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !etcdctl(&keel.endpoint, &["get", "k19"]).status.success() {
-        assert!(Instant::now() < deadline, "keel did not restart");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    keel.kill();
+    keel.restart();
+    keel.wait_serving();
     let all = ok(&keel.endpoint, &["get", "k", "--prefix", "--keys-only"]);
     assert_eq!(all.lines().filter(|l| !l.is_empty()).count(), 20);
 }

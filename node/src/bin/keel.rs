@@ -6,8 +6,18 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::Parser;
-use keel_node::server::{run, ServerConfig};
+use clap::{Parser, ValueEnum};
+use keel_node::server::{run, InitialMember, ServerConfig};
+use sha1::{Digest, Sha1};
+
+/// Whether the member founds a new cluster or joins a running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClusterState {
+    /// Found a new cluster with the members of `--initial-cluster`.
+    New,
+    /// Join a running cluster this member was added to.
+    Existing,
+}
 
 /// A Keel member: etcd's v3 API over gRPC, replicated by Raft.
 #[derive(Parser, Debug)]
@@ -25,9 +35,18 @@ struct Flags {
     /// Client URLs advertised to the rest of the cluster, comma-separated.
     #[arg(long, default_value = "http://localhost:2379")]
     advertise_client_urls: String,
+    /// URLs to listen on for peer traffic, comma-separated.
+    #[arg(long, default_value = "http://localhost:2380")]
+    listen_peer_urls: String,
     /// Peer URLs advertised to the rest of the cluster, comma-separated.
     #[arg(long, default_value = "http://localhost:2380")]
     initial_advertise_peer_urls: String,
+    /// Initial cluster configuration: `name=peer-url,...` (default: this member alone).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Initial cluster state.
+    #[arg(long, value_enum, default_value = "new")]
+    initial_cluster_state: ClusterState,
     /// Token of the cluster (mixed into the cluster and member ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -48,15 +67,44 @@ struct Flags {
     cpu: Option<usize>,
 }
 
-/// FNV-1a over the parts: a stable, non-zero id.
-fn stable_id(parts: &[&str]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for part in parts {
-        for &b in part.as_bytes().iter().chain(&[0]) {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+/// The first 8 bytes of a SHA-1 digest, big-endian: how etcd derives member and cluster ids.
+fn sha1_id(bytes: &[u8]) -> u64 {
+    let digest = Sha1::digest(bytes);
+    u64::from_be_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"))
+}
+
+/// A member's id as etcd computes it for an initial member: its sorted peer URLs, then the
+/// cluster token.
+fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut sorted = peer_urls.to_vec();
+    sorted.sort();
+    sha1_id(format!("{}{token}", sorted.concat()).as_bytes())
+}
+
+/// The cluster id as etcd computes it: its sorted member ids.
+fn cluster_id(members: &[InitialMember]) -> u64 {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    sha1_id(&ids.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>())
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs).
+fn initial_cluster(spec: &str, token: &str) -> Result<Vec<InitialMember>, String> {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not name=url"))?;
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => by_name.push((name.to_string(), vec![url.to_string()])),
         }
     }
-    hash.max(1)
+    by_name
+        .into_iter()
+        .map(|(name, peer_urls)| {
+            let peer_addrs = parse_urls(&peer_urls.join(","))?;
+            Ok(InitialMember { id: member_id(&peer_urls, token), name, peer_urls, peer_addrs })
+        })
+        .collect()
 }
 
 fn split_urls(urls: &str) -> Vec<String> {
@@ -79,42 +127,68 @@ fn parse_urls(urls: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let flags = Flags::parse();
-    let listen_client = match parse_urls(&flags.listen_client_urls) {
-        Ok(addrs) => addrs,
-        Err(e) => {
-            eprintln!("keel: --listen-client-urls: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // SIGTERM and SIGINT stop the member cleanly (checked every heartbeat).
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            eprintln!("keel: cannot handle signal {signal}: {e}");
-            return ExitCode::FAILURE;
-        }
+/// The server configuration the flags describe, checked as etcd checks them.
+fn server_config(flags: Flags) -> Result<ServerConfig, String> {
+    let advertise_peer_urls = split_urls(&flags.initial_advertise_peer_urls);
+    let cluster_spec = flags.initial_cluster.clone().unwrap_or_else(|| {
+        advertise_peer_urls.iter().map(|url| format!("{}={url}", flags.name)).collect::<Vec<_>>().join(",")
+    });
+    let initial_cluster =
+        initial_cluster(&cluster_spec, &flags.initial_cluster_token).map_err(|e| format!("--initial-cluster: {e}"))?;
+    let me = initial_cluster
+        .iter()
+        .find(|m| m.name == flags.name)
+        .ok_or_else(|| format!("couldn't find local name {:?} in the initial cluster configuration", flags.name))?;
+    let (mut listed, mut advertised) = (me.peer_urls.clone(), advertise_peer_urls.clone());
+    listed.sort();
+    advertised.sort();
+    if listed != advertised {
+        return Err(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            flags.name,
+            me.peer_urls.join(","),
+            advertise_peer_urls.join(",")
+        ));
     }
-    let config = ServerConfig {
-        stop,
+    Ok(ServerConfig {
+        stop: Arc::new(AtomicBool::new(false)),
         data_dir: flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.etcd", flags.name))),
-        listen_client,
+        listen_client: parse_urls(&flags.listen_client_urls).map_err(|e| format!("--listen-client-urls: {e}"))?,
         advertise_client_urls: split_urls(&flags.advertise_client_urls),
-        advertise_peer_urls: split_urls(&flags.initial_advertise_peer_urls),
-        member_id: stable_id(&[&flags.initial_cluster_token, &flags.initial_advertise_peer_urls]),
-        cluster_id: stable_id(&[&flags.initial_cluster_token]),
+        listen_peer: parse_urls(&flags.listen_peer_urls).map_err(|e| format!("--listen-peer-urls: {e}"))?,
+        member_id: me.id,
+        cluster_id: cluster_id(&initial_cluster),
+        join_existing: flags.initial_cluster_state == ClusterState::Existing,
+        initial_cluster,
         heartbeat_ms: flags.heartbeat_interval.max(1),
         election_ms: flags.election_timeout,
         snapshot_count: flags.snapshot_count,
         max_request_bytes: flags.max_request_bytes,
         cpu: flags.cpu,
         name: flags.name,
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    let config = match server_config(flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            return ExitCode::from(2);
+        }
     };
+    // SIGTERM and SIGINT stop the member cleanly (checked every heartbeat).
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, config.stop.clone()) {
+            eprintln!("keel: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,10 @@
 //! The node actor: the one task that owns the [`Node`], fed through a channel by the gRPC
-//! handlers and the ticker. Everything queued when it wakes is handled before one `process`,
-//! so concurrent requests share one WAL write and one fdatasync.
+//! handlers, the peer listener and the ticker. Everything queued when it wakes is handled
+//! before one `process`, so concurrent requests share one WAL write and one fdatasync.
+//!
+//! Lease keep-alives and time-to-live queries that reach a follower are forwarded to the
+//! leader over the peer transport and answered when the leader's answer comes back (or fail
+//! with "request timed out" if it does not come in time).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -10,10 +14,14 @@ use std::time::Instant;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use keel_api::EtcdError;
-use keel_raft::Message;
+use keel_net::tcp::TcpTransport;
+use keel_net::{Call, Frame};
+use keel_raft::{ConfState, StateRole};
 use keel_storage::rocks::RocksBackend;
+use prost::Message as _;
 
 use super::disk::FsDisk;
+use super::forward::{self, LeaseAnswer, LeaseCall};
 use crate::service::HeaderInfo;
 use crate::{Clock, Node, NodeError, Reply, Request, Status, WatchCreate, WatchResponse};
 
@@ -31,8 +39,8 @@ impl Clock for SystemClock {
 pub enum Input {
     /// A client request and where to send its answer.
     Call(Request, oneshot::Sender<Result<Reply, EtcdError>>),
-    /// Raft and store status, with the store's size in bytes.
-    Status(oneshot::Sender<(Status, u64)>),
+    /// Raft, store and membership status.
+    Status(oneshot::Sender<MemberStatus>),
     /// The store's hash at a revision (0: current): hash, compaction revision, revision.
     HashKv(i64, oneshot::Sender<Result<(u32, i64, i64), EtcdError>>),
     /// A watch stream opened: where its responses go.
@@ -43,10 +51,23 @@ pub enum Input {
     CancelWatch(i64),
     /// A watch stream closed: drop its watchers.
     CloseWatchStream(u64),
+    /// A frame from peer `from`.
+    Peer(u64, Frame),
     /// One Raft tick.
     Tick,
     /// Stop: everything acknowledged is already durable, so the actor just returns.
     Stop,
+}
+
+/// Where the member stands.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    /// Raft and store positions.
+    pub raft: Status,
+    /// The store's size in bytes.
+    pub db_size: u64,
+    /// Current membership.
+    pub conf_state: ConfState,
 }
 
 /// How the gRPC handlers reach the actor.
@@ -64,8 +85,8 @@ impl NodeHandle {
         rx.await.unwrap_or(Err(EtcdError::Stopped))
     }
 
-    /// The node's Raft and store status, with the store's size in bytes.
-    pub async fn status(&self) -> Result<(Status, u64), EtcdError> {
+    /// The member's Raft, store and membership status.
+    pub async fn status(&self) -> Result<MemberStatus, EtcdError> {
         let (tx, rx) = oneshot::channel();
         self.tx.unbounded_send(Input::Status(tx)).map_err(|_| EtcdError::Stopped)?;
         rx.await.map_err(|_| EtcdError::Stopped)
@@ -88,6 +109,11 @@ impl NodeHandle {
         self.tx.unbounded_send(input).is_ok()
     }
 
+    /// Hands the actor a frame from peer `from`.
+    pub fn peer(&self, from: u64, frame: Frame) {
+        let _ = self.tx.unbounded_send(Input::Peer(from, frame));
+    }
+
     /// Queues a tick; false once the actor is gone.
     pub fn tick(&self) -> bool {
         self.tx.unbounded_send(Input::Tick).is_ok()
@@ -96,16 +122,6 @@ impl NodeHandle {
     /// Asks the actor to stop.
     pub fn stop(&self) {
         let _ = self.tx.unbounded_send(Input::Stop);
-    }
-}
-
-/// A single member sends nothing to peers; a message here means a multi-member
-/// configuration this build cannot serve.
-struct NoPeers;
-
-impl keel_net::Transport for NoPeers {
-    fn send(&mut self, msg: Message) {
-        tracing::error!(to = msg.to, "no transport to peers; message dropped");
     }
 }
 
@@ -127,69 +143,188 @@ fn hash_kv(node: &Node<FsDisk, RocksBackend>, revision: i64) -> Result<(u32, i64
     })
 }
 
-/// Runs the node until its inputs close or it fails.
+/// Who waits for the answer to a request the node is serving.
+enum Waiter {
+    /// A client of this member.
+    Client(oneshot::Sender<Result<Reply, EtcdError>>),
+    /// A follower that forwarded a lease call.
+    Peer { from: u64, call: u64 },
+}
+
+/// A lease call this follower forwarded to the leader.
+struct Forwarded {
+    call: LeaseCall,
+    reply_to: oneshot::Sender<Result<Reply, EtcdError>>,
+    deadline_ms: u64,
+}
+
+/// The actor's state besides the node.
+struct Actor {
+    node: Node<FsDisk, RocksBackend>,
+    transport: TcpTransport,
+    clock: SystemClock,
+    waiting: BTreeMap<u64, Waiter>,
+    forwarded: BTreeMap<u64, Forwarded>,
+    watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>>,
+    next_token: u64,
+}
+
+impl Actor {
+    fn next_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn request(&mut self, request: Request, waiter: Waiter) {
+        let token = self.next_token();
+        self.waiting.insert(token, waiter);
+        self.node.request(token, request, self.clock.now_ms());
+    }
+
+    fn call(&mut self, request: Request, reply_to: oneshot::Sender<Result<Reply, EtcdError>>) {
+        let status = self.node.status();
+        match forward::lease_call(&request) {
+            Some(call) if status.role != StateRole::Leader && status.leader != 0 => {
+                let id = self.next_token();
+                let frame = Frame::Call(Call { call: id, payload: call.encode_to_vec() });
+                self.transport.send_frame(status.leader, &frame);
+                let deadline_ms = self.clock.now_ms() + self.node.config().request_timeout_ms;
+                self.forwarded.insert(id, Forwarded { call, reply_to, deadline_ms });
+            }
+            _ => self.request(request, Waiter::Client(reply_to)),
+        }
+    }
+
+    fn peer_frame(&mut self, from: u64, frame: Frame) {
+        match frame {
+            Frame::Raft(msg) => self.node.step(msg),
+            Frame::Call(Call { call, payload }) => match LeaseCall::decode(payload.as_slice()) {
+                Ok(lease) => self.request(lease.request(), Waiter::Peer { from, call }),
+                Err(e) => tracing::warn!(from = format_args!("{from:x}"), "undecodable forwarded call: {e}"),
+            },
+            Frame::Answer(Call { call, payload }) => {
+                let Some(forwarded) = self.forwarded.remove(&call) else { return };
+                let result = match LeaseAnswer::decode(payload.as_slice()) {
+                    Ok(answer) => answer.result(&forwarded.call),
+                    Err(e) => {
+                        tracing::warn!(from = format_args!("{from:x}"), "undecodable forwarded answer: {e}");
+                        Err(EtcdError::Stopped)
+                    }
+                };
+                let _ = forwarded.reply_to.send(result);
+            }
+            Frame::Hello(_) => {}
+        }
+    }
+
+    fn tick(&mut self) {
+        let now_ms = self.clock.now_ms();
+        self.node.tick(now_ms);
+        let expired: Vec<u64> =
+            self.forwarded.iter().filter(|(_, f)| f.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
+        for id in expired {
+            if let Some(forwarded) = self.forwarded.remove(&id) {
+                let _ = forwarded.reply_to.send(Err(EtcdError::Timeout));
+            }
+        }
+    }
+
+    fn status(&self) -> MemberStatus {
+        MemberStatus {
+            raft: self.node.status(),
+            db_size: keel_storage::backend::Backend::size_bytes(self.node.store().backend()),
+            conf_state: self.node.conf_state().clone(),
+        }
+    }
+
+    fn answer(&mut self, token: u64, result: Result<Reply, EtcdError>) {
+        match self.waiting.remove(&token) {
+            Some(Waiter::Client(reply_to)) => {
+                let _ = reply_to.send(result);
+            }
+            Some(Waiter::Peer { from, call }) => {
+                let payload = LeaseAnswer::new(&result).encode_to_vec();
+                self.transport.send_frame(from, &Frame::Answer(Call { call, payload }));
+            }
+            None => {}
+        }
+    }
+
+    /// Fails every request still waiting: the member is stopping.
+    fn stop(&mut self) {
+        for (_, waiter) in std::mem::take(&mut self.waiting) {
+            if let Waiter::Client(reply_to) = waiter {
+                let _ = reply_to.send(Err(EtcdError::Stopped));
+            }
+        }
+        for (_, forwarded) in std::mem::take(&mut self.forwarded) {
+            let _ = forwarded.reply_to.send(Err(EtcdError::Stopped));
+        }
+    }
+}
+
+/// Runs the node until its inputs close, it is stopped, or it fails.
 pub async fn run(
-    mut node: Node<FsDisk, RocksBackend>,
+    node: Node<FsDisk, RocksBackend>,
+    transport: TcpTransport,
     handle: NodeHandle,
     mut inputs: mpsc::UnboundedReceiver<Input>,
     clock: SystemClock,
 ) -> Result<(), NodeError> {
-    let mut waiting: BTreeMap<u64, oneshot::Sender<Result<Reply, EtcdError>>> = BTreeMap::new();
-    let mut watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>> = BTreeMap::new();
-    let mut next_token = 0u64;
+    let mut actor = Actor {
+        node,
+        transport,
+        clock,
+        waiting: BTreeMap::new(),
+        forwarded: BTreeMap::new(),
+        watch_streams: BTreeMap::new(),
+        next_token: 0,
+    };
     while let Some(first) = inputs.next().await {
         let mut input = Some(first);
         while let Some(next) = input.take() {
             match next {
-                Input::Call(request, reply_to) => {
-                    next_token += 1;
-                    waiting.insert(next_token, reply_to);
-                    node.request(next_token, request, clock.now_ms());
-                }
+                Input::Call(request, reply_to) => actor.call(request, reply_to),
                 Input::Status(reply_to) => {
-                    let size = keel_storage::backend::Backend::size_bytes(node.store().backend());
-                    let _ = reply_to.send((node.status(), size));
+                    let _ = reply_to.send(actor.status());
                 }
                 Input::HashKv(revision, reply_to) => {
-                    let _ = reply_to.send(hash_kv(&node, revision));
+                    let _ = reply_to.send(hash_kv(&actor.node, revision));
                 }
                 Input::OpenWatchStream(stream, to) => {
-                    watch_streams.insert(stream, to);
+                    actor.watch_streams.insert(stream, to);
                 }
                 Input::Watch(stream, spec) => {
-                    node.watch(stream, spec)?;
+                    actor.node.watch(stream, spec)?;
                 }
                 Input::CancelWatch(watch_id) => {
-                    node.cancel_watch(watch_id);
+                    actor.node.cancel_watch(watch_id);
                 }
                 Input::CloseWatchStream(stream) => {
-                    watch_streams.remove(&stream);
-                    node.close_watch_stream(stream);
+                    actor.watch_streams.remove(&stream);
+                    actor.node.close_watch_stream(stream);
                 }
-                Input::Tick => node.tick(clock.now_ms()),
+                Input::Peer(from, frame) => actor.peer_frame(from, frame),
+                Input::Tick => actor.tick(),
                 Input::Stop => {
-                    for (_, reply_to) in std::mem::take(&mut waiting) {
-                        let _ = reply_to.send(Err(EtcdError::Stopped));
-                    }
+                    actor.stop();
                     return Ok(());
                 }
             }
             input = inputs.try_recv().ok();
         }
-        node.process(&mut NoPeers, clock.now_ms()).await?;
-        let output = node.take_output();
+        actor.node.process(&mut actor.transport, actor.clock.now_ms()).await?;
+        let output = actor.node.take_output();
         for (token, result) in output.replies {
-            if let Some(reply_to) = waiting.remove(&token) {
-                let _ = reply_to.send(result);
-            }
+            actor.answer(token, result);
         }
         for response in output.watch {
-            if let Some(to) = watch_streams.get(&response.stream) {
+            if let Some(to) = actor.watch_streams.get(&response.stream) {
                 let _ = to.unbounded_send(response);
             }
         }
         let info = handle.info.get();
-        handle.info.set(HeaderInfo { raft_term: node.status().term, ..info });
+        handle.info.set(HeaderInfo { raft_term: actor.node.status().term, ..info });
     }
     Ok(())
 }

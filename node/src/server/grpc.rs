@@ -19,6 +19,7 @@ use keel_api::{Code, EtcdError};
 use prost::Message;
 
 use super::actor::{self, NodeHandle};
+use super::members::Members;
 use crate::service;
 
 /// What a streaming call's producer sends to its response body.
@@ -127,17 +128,6 @@ impl RequestStream {
     }
 }
 
-/// This member as the Cluster service reports it.
-#[derive(Debug, Clone)]
-pub struct MemberInfo {
-    /// Name.
-    pub name: String,
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Client URLs.
-    pub client_urls: Vec<String>,
-}
-
 /// etcd's API version that Keel implements; clients gate features on it.
 const API_VERSION: &str = "3.4.0";
 
@@ -147,20 +137,20 @@ async fn member_call(
     method: Method,
     message: &[u8],
     node: &NodeHandle,
-    member: &MemberInfo,
+    members: &Members,
 ) -> Option<Result<Vec<u8>, Status>> {
     let info = node.header_info();
     let answer = match method {
-        Method::MemberList => decode::<pb::MemberListRequest>(message).map(|_| {
-            let me = pb::Member {
-                id: info.member_id,
-                name: member.name.clone(),
-                peer_ur_ls: member.peer_urls.clone(),
-                client_ur_ls: member.client_urls.clone(),
-                is_learner: false,
-            };
-            pb::MemberListResponse { header: Some(info.header(0)), members: vec![me] }.encode_to_vec()
-        }),
+        Method::MemberList => match decode::<pb::MemberListRequest>(message) {
+            Err(status) => Err(status),
+            Ok(_) => match node.status().await {
+                Ok(s) => {
+                    let members = members.list(&s.conf_state);
+                    Ok(pb::MemberListResponse { header: Some(info.header(0)), members }.encode_to_vec())
+                }
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
         Method::AuthStatus => decode::<pb::AuthStatusRequest>(message).map(|_| {
             pb::AuthStatusResponse { header: Some(info.header(0)), enabled: false, auth_revision: 0 }.encode_to_vec()
         }),
@@ -169,17 +159,17 @@ async fn member_call(
         Method::Status => match decode::<pb::StatusRequest>(message) {
             Err(status) => Err(status),
             Ok(_) => match node.status().await {
-                Ok((s, db_size)) => Ok(pb::StatusResponse {
-                    header: Some(info.header(s.revision)),
+                Ok(s) => Ok(pb::StatusResponse {
+                    header: Some(info.header(s.raft.revision)),
                     version: API_VERSION.to_string(),
-                    db_size: db_size as i64,
-                    leader: s.leader,
-                    raft_index: s.commit,
-                    raft_term: s.term,
-                    raft_applied_index: s.applied,
+                    db_size: s.db_size as i64,
+                    leader: s.raft.leader,
+                    raft_index: s.raft.commit,
+                    raft_term: s.raft.term,
+                    raft_applied_index: s.raft.applied,
                     errors: Vec::new(),
-                    db_size_in_use: db_size as i64,
-                    is_learner: false,
+                    db_size_in_use: s.db_size as i64,
+                    is_learner: s.conf_state.learners.contains(&info.member_id),
                 }
                 .encode_to_vec()),
                 Err(e) => Err(Status::from(&e)),
@@ -314,7 +304,7 @@ fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcB
 pub async fn handle(
     request: Request<Incoming>,
     node: NodeHandle,
-    member: Rc<MemberInfo>,
+    members: Rc<Members>,
     max_message: usize,
 ) -> Result<Response<GrpcBody>, Infallible> {
     let path = request.uri().path().to_string();
@@ -339,7 +329,7 @@ pub async fn handle(
         Some(Ok(request)) => request,
         Some(Err(status)) => return Ok(failure(status)),
         None => {
-            return Ok(match member_call(method, &message, &node, &member).await {
+            return Ok(match member_call(method, &message, &node, &members).await {
                 Some(Ok(message)) => success(message),
                 Some(Err(status)) => failure(status),
                 None => failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))),

@@ -1,13 +1,13 @@
 //! The production driver: the node core on a glommio executor pinned to one core, its WAL
-//! on the file system, its store in RocksDB, and etcd's gRPC API over HTTP/2 on TCP.
-//!
-//! This build serves a single-member cluster; peer transport arrives with the TCP transport
-//! in `keel-net`.
+//! on the file system, its store in RocksDB, its peers over `keel-net`'s TCP transport, and
+//! etcd's gRPC API over HTTP/2 on TCP.
 
 mod actor;
 mod disk;
+mod forward;
 mod grpc;
 mod io;
+mod members;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,9 +24,26 @@ use keel_storage::rocks::RocksBackend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use keel_net::tcp::TcpTransport;
+use keel_net::{Frame, Hello};
+
 use crate::service::HeaderInfo;
 use crate::{Node, NodeConfig};
 use actor::SystemClock;
+use members::Members;
+
+/// A member of the cluster as `--initial-cluster` lists it.
+#[derive(Debug, Clone)]
+pub struct InitialMember {
+    /// Member id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Where the peer URLs resolve to.
+    pub peer_addrs: Vec<SocketAddr>,
+}
 
 /// How to run a member.
 #[derive(Debug, Clone)]
@@ -39,9 +56,13 @@ pub struct ServerConfig {
     pub listen_client: Vec<SocketAddr>,
     /// Client URLs advertised to the cluster.
     pub advertise_client_urls: Vec<String>,
-    /// Peer URLs advertised to the cluster.
-    pub advertise_peer_urls: Vec<String>,
-    /// Member id.
+    /// Addresses to serve peers on.
+    pub listen_peer: Vec<SocketAddr>,
+    /// Every member of the initial cluster, this one included.
+    pub initial_cluster: Vec<InitialMember>,
+    /// Join a running cluster (`--initial-cluster-state existing`) rather than found one.
+    pub join_existing: bool,
+    /// This member's id (one of `initial_cluster`).
     pub member_id: u64,
     /// Cluster id.
     pub cluster_id: u64,
@@ -80,7 +101,9 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     let member_dir = config.data_dir.join("member");
     let disk = disk::FsDisk::open(&member_dir.join("wal")).map_err(|e| format!("opening the WAL: {e}"))?;
     let backend = RocksBackend::open(&member_dir.join("db")).map_err(|e| format!("opening the store: {e}"))?;
-    let mut node_config = NodeConfig::new(config.member_id, vec![config.member_id]);
+    let voters = if config.join_existing { Vec::new() } else { config.initial_cluster.iter().map(|m| m.id).collect() };
+    let sole_voter = voters == [config.member_id];
+    let mut node_config = NodeConfig::new(config.member_id, voters);
     node_config.tick_ms = config.heartbeat_ms;
     node_config.heartbeat_ticks = 1;
     node_config.election_ticks = (config.election_ms / config.heartbeat_ms).max(2) as usize;
@@ -89,11 +112,38 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     node_config.max_request_bytes = config.max_request_bytes;
     let clock = SystemClock(Instant::now());
     let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
-    // Apply the bootstrap membership; the only voter need not wait an election timeout.
-    node.process(&mut Vec::new(), 0).await.map_err(|e| e.to_string())?;
-    node.campaign();
+    let members = Rc::new(Members::default());
+    let mut peers = std::collections::BTreeMap::new();
+    for member in &config.initial_cluster {
+        let client_urls: &[String] = if member.id == config.member_id { &config.advertise_client_urls } else { &[] };
+        members.insert(member.id, &member.name, &member.peer_urls, client_urls);
+        if member.id != config.member_id {
+            peers.insert(member.id, member.peer_addrs.clone());
+        }
+    }
+    let hello = Hello {
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    };
+    let mut transport = TcpTransport::start(hello, peers);
+    // Apply the bootstrap membership; a sole voter need not wait an election timeout.
+    node.process(&mut transport, 0).await.map_err(|e| e.to_string())?;
+    if sole_voter {
+        node.campaign();
+    }
     let info = HeaderInfo { cluster_id: config.cluster_id, member_id: config.member_id, raft_term: 0 };
     let (handle, inputs) = actor::channel(info);
+    for &addr in &config.listen_peer {
+        let (handle, members) = (handle.clone(), members.clone());
+        let deliver = move |from: u64, frame: Frame| match frame {
+            Frame::Hello(hello) => members.learn(&hello),
+            frame => handle.peer(from, frame),
+        };
+        keel_net::tcp::listen(addr, config.cluster_id, deliver).map_err(|e| format!("listening on {addr}: {e}"))?;
+        tracing::info!(name = %config.name, %addr, "serving peers");
+    }
     let ticker = handle.clone();
     let tick = Duration::from_millis(config.heartbeat_ms);
     let stop = config.stop.clone();
@@ -109,16 +159,11 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     })
     .detach();
     let max_message = config.max_request_bytes + 512 * 1024;
-    let member = Rc::new(grpc::MemberInfo {
-        name: config.name.clone(),
-        peer_urls: config.advertise_peer_urls.clone(),
-        client_urls: config.advertise_client_urls.clone(),
-    });
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
         tracing::info!(name = %config.name, %addr, "serving clients");
         let handle = handle.clone();
-        let member = member.clone();
+        let members = members.clone();
         glommio::spawn_local(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -129,12 +174,12 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (handle, member) = (handle.clone(), member.clone());
+                let (handle, members) = (handle.clone(), members.clone());
                 let service =
-                    service_fn(move |request| grpc::handle(request, handle.clone(), member.clone(), max_message));
+                    service_fn(move |request| grpc::handle(request, handle.clone(), members.clone(), max_message));
                 glommio::spawn_local(async move {
                     if let Err(e) =
-                        http2::Builder::new(io::LocalExecutor).serve_connection(io::Io(stream), service).await
+                        http2::Builder::new(io::LocalExecutor).serve_connection(io::Io::new(stream), service).await
                     {
                         tracing::debug!("connection closed: {e}");
                     }
@@ -144,5 +189,5 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
         })
         .detach();
     }
-    actor::run(node, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
+    actor::run(node, transport, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
 }

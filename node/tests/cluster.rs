@@ -1,0 +1,128 @@
+//! Three `keel` processes on loopback, started with etcd's clustering flags, driven by
+//! etcdctl 3.4: every member serves every request (lease calls reach the leader through its
+//! followers), writes keep being accepted while the leader is killed with SIGKILL, the
+//! killed member rejoins, and then every member serves every acknowledged key.
+
+mod common;
+
+use common::{etcdctl, free_port, ok, wait_until, Keel};
+
+struct Cluster {
+    members: Vec<Keel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(names: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = names.iter().map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = names
+            .iter()
+            .zip(&ports)
+            .map(|(name, (_, peer))| format!("{name}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = names
+            .iter()
+            .zip(&ports)
+            .map(|(name, (client, peer))| {
+                let endpoint = format!("http://127.0.0.1:{client}");
+                let peer = format!("http://127.0.0.1:{peer}");
+                let args = vec![
+                    format!("--name={name}"),
+                    format!("--listen-client-urls={endpoint}"),
+                    format!("--advertise-client-urls={endpoint}"),
+                    format!("--listen-peer-urls={peer}"),
+                    format!("--initial-advertise-peer-urls={peer}"),
+                    format!("--initial-cluster={initial_cluster}"),
+                    "--initial-cluster-state=new".to_string(),
+                    "--initial-cluster-token=keel-test".to_string(),
+                ];
+                Keel::spawn(&dir.path().join(name), endpoint, args)
+            })
+            .collect();
+        let cluster = Cluster { members, _dir: dir };
+        for member in &cluster.members {
+            member.wait_serving();
+        }
+        cluster
+    }
+
+    fn endpoints(&self) -> String {
+        self.members.iter().map(|m| m.endpoint.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The index of the member that says it leads, if one does.
+    fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            let out = etcdctl(&m.endpoint, &["endpoint", "status", "-w", "fields"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field =
+                |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("\"{name}\" : "))).map(str::to_owned);
+            out.status.success() && field("MemberID").is_some() && field("MemberID") == field("Leader")
+        })
+    }
+}
+
+/// Puts `key` through any member until one acknowledges it (a retry after an ambiguous
+/// failure rewrites the same value, so it is harmless).
+fn put_with_retries(endpoints: &str, key: &str, value: &str) {
+    wait_until(30, &format!("{key} is acknowledged"), || etcdctl(endpoints, &["put", key, value]).status.success());
+}
+
+fn count_keys(endpoint: &str, consistency: &str) -> usize {
+    let out = etcdctl(endpoint, &["get", "key-", "--prefix", "--keys-only", consistency]);
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+}
+
+#[test]
+fn every_member_serves_every_request() {
+    let cluster = Cluster::start(&["a", "b", "c"]);
+    let [a, b, c] = [0, 1, 2].map(|i| cluster.members[i].endpoint.as_str());
+    let members = ok(a, &["member", "list"]);
+    for (name, member) in ["a", "b", "c"].iter().zip(&cluster.members) {
+        let line = members.lines().find(|l| l.contains(&format!(", {name}, "))).expect("member listed");
+        assert!(line.ends_with(&format!("{}, false", member.endpoint)), "{line}");
+    }
+    assert_eq!(ok(b, &["put", "k", "v"]), "OK\n");
+    assert_eq!(ok(c, &["get", "k"]), "k\nv\n");
+    let granted = ok(c, &["lease", "grant", "60"]);
+    let id = granted.split_whitespace().nth(1).expect("lease id").to_string();
+    for endpoint in [a, b, c] {
+        assert_eq!(
+            ok(endpoint, &["lease", "keep-alive", "--once", &id]),
+            format!("lease {id} keepalived with TTL(60)\n")
+        );
+        let ttl = ok(endpoint, &["lease", "timetolive", &id]);
+        assert!(ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")), "{ttl}");
+    }
+    assert!(cluster.leader().is_some());
+}
+
+#[test]
+fn writes_survive_killing_the_leader_and_the_member_rejoins() {
+    let mut cluster = Cluster::start(&["a", "b", "c"]);
+    let endpoints = cluster.endpoints();
+    let keys = 45;
+    let mut killed = None;
+    for i in 0..keys {
+        if i == 15 {
+            wait_until(20, "a leader is known", || {
+                killed = cluster.leader();
+                killed.is_some()
+            });
+            cluster.members[killed.expect("leader")].kill();
+        }
+        if i == 30 {
+            cluster.members[killed.expect("killed at 15")].restart();
+        }
+        put_with_retries(&endpoints, &format!("key-{i:03}"), &i.to_string());
+    }
+    for member in &cluster.members {
+        wait_until(30, &format!("{} serves every key", member.endpoint), || {
+            count_keys(&member.endpoint, "--consistency=s") == keys
+        });
+        assert_eq!(count_keys(&member.endpoint, "--consistency=l"), keys);
+        assert_eq!(ok(&member.endpoint, &["get", "key-007", "--print-value-only"]), "7\n");
+    }
+}
