@@ -82,11 +82,17 @@ pub enum EtcdError {
     /// The server is stopping.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader did not finish in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 }
 
 impl EtcdError {
     /// Every error, for looking one up by its message.
-    pub const ALL: [EtcdError; 18] = {
+    pub const ALL: [EtcdError; 20] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -107,6 +113,8 @@ impl EtcdError {
             LeaderChanged,
             Timeout,
             Stopped,
+            BadLeaderTransferee,
+            LeaderTransferTimeout,
         ]
     };
 
@@ -123,8 +131,8 @@ impl EtcdError {
             | InvalidSortOption => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound => Code::NotFound,
-            LeaseExists | NotLeader => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Timeout | Stopped | LeaderTransferTimeout => Code::Unavailable,
         }
     }
 

@@ -348,6 +348,16 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.config.plants.has(plant)
     }
 
+    /// Compacts the store's storage (etcd's defragmentation); a failure stops the node.
+    pub fn defragment(&mut self) -> Result<(), NodeError> {
+        self.kv.backend_mut().defragment().map_err(|e| NodeError::Store(e.into()))
+    }
+
+    /// The store's image at its applied index (what a snapshot ships).
+    pub fn store_image(&self) -> Result<Vec<u8>, NodeError> {
+        backend::dump(self.kv.backend()).map_err(|e| NodeError::Store(e.into()))
+    }
+
     /// Everything produced since the last call.
     pub fn take_output(&mut self) -> Output {
         self.out.watch.extend(self.watches.take_responses());

@@ -96,7 +96,16 @@ fn every_member_serves_every_request() {
         let ttl = ok(endpoint, &["lease", "timetolive", &id]);
         assert!(ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")), "{ttl}");
     }
-    assert!(cluster.leader().is_some());
+    let leader = cluster.leader().expect("a leader");
+    let other = (leader + 1) % 3;
+    let other_id =
+        ok(&cluster.members[other].endpoint, &["endpoint", "status"]).split(", ").nth(1).expect("id").to_string();
+    let moved = ok(&cluster.endpoints(), &["move-leader", &other_id]);
+    assert!(
+        moved.starts_with("Leadership transferred from ") && moved.ends_with(&format!(" to {other_id}\n")),
+        "{moved}"
+    );
+    assert_eq!(cluster.leader(), Some(other));
 }
 
 #[test]

@@ -96,6 +96,25 @@ fn etcdctl_cluster_and_maintenance() {
     assert_eq!(fields[4], e, "client URL");
     assert_eq!(fields[5], "false", "not a learner");
     assert_eq!(ok(e, &["alarm", "list"]), "");
+    let id = fields[0];
+
+    // etcdctl sends the endpoint URL as :authority on these calls.
+    let status = ok(e, &["endpoint", "status"]);
+    assert!(status.starts_with(&format!("{e}, {id}, 3.4.0, ")), "{status}");
+    assert!(status.contains(", true, false, "), "leader, not a learner: {status}");
+    ok(e, &["put", "k", "v"]);
+    let hash = ok(e, &["endpoint", "hashkv"]);
+    assert!(hash.starts_with(&format!("{e}, ")) && hash.trim().rsplit(", ").next().unwrap().parse::<u32>().is_ok());
+    assert_eq!(ok(e, &["defrag"]), format!("Finished defragmenting etcd member[{e}]\n"));
+    assert_eq!(ok(e, &["get", "k", "--print-value-only"]), "v\n");
+    assert_eq!(ok(e, &["move-leader", id]), format!("Leadership transferred from {id} to {id}\n"));
+    assert!(err(e, &["move-leader", "1234"]).contains("etcdserver: bad leader transferee"));
+
+    let file = member._dir.path().join("snapshot.db");
+    let file = file.to_str().expect("utf-8 path");
+    assert!(ok(e, &["snapshot", "save", file]).contains(&format!("Snapshot saved at {file}")));
+    let saved = std::fs::read(file).expect("snapshot written");
+    assert_eq!(saved.len() % 512, 32, "whole pages and a SHA-256 digest");
 }
 
 #[test]

@@ -188,6 +188,13 @@ impl Backend for SimBackend {
             mem => mem.with_mem(|m| m.size_bytes()).expect("mem"),
         }
     }
+
+    fn defragment(&mut self) -> BackendResult<()> {
+        match self {
+            SimBackend::Mem(m) => m.lock().expect("backend lock").defragment(),
+            SimBackend::Rocks(r) => r.defragment(),
+        }
+    }
 }
 
 #[cfg(test)]

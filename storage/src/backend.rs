@@ -85,6 +85,8 @@ pub trait Backend {
     fn sync(&mut self) -> Result<()>;
     /// Approximate bytes in use.
     fn size_bytes(&self) -> u64;
+    /// Rewrites the storage to give back the space deleted and compacted data still takes.
+    fn defragment(&mut self) -> Result<()>;
 }
 
 type Tables = BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -164,6 +166,10 @@ impl Backend for MemBackend {
             apply(&mut self.durable, &batch);
         }
         Ok(())
+    }
+
+    fn defragment(&mut self) -> Result<()> {
+        Ok(()) // memory holds no dead space
     }
 
     fn size_bytes(&self) -> u64 {

@@ -82,6 +82,14 @@ impl Backend for RocksBackend {
             .sum::<u64>()
             + self.db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0)
     }
+
+    fn defragment(&mut self) -> Result<()> {
+        self.db.flush().map_err(err)?;
+        for table in Table::ALL {
+            self.db.compact_range_cf(self.cf(table), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,12 @@ pub enum Input {
     CloseWatchStream(u64),
     /// A frame from peer `from`.
     Peer(u64, Frame),
+    /// Compact the store's storage.
+    Defragment(oneshot::Sender<Result<(), EtcdError>>),
+    /// The store's image, for a snapshot.
+    Snapshot(oneshot::Sender<Result<Vec<u8>, EtcdError>>),
+    /// Hand leadership to a member (only the leader can).
+    MoveLeader(u64, oneshot::Sender<Result<(), EtcdError>>),
     /// One Raft tick.
     Tick,
     /// Stop: everything acknowledged is already durable, so the actor just returns.
@@ -80,9 +86,7 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Sends a request and waits for its answer.
     pub async fn call(&self, request: Request) -> Result<Reply, EtcdError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.unbounded_send(Input::Call(request, tx)).map_err(|_| EtcdError::Stopped)?;
-        rx.await.unwrap_or(Err(EtcdError::Stopped))
+        self.ask(|tx| Input::Call(request, tx)).await
     }
 
     /// The member's Raft, store and membership status.
@@ -94,8 +98,16 @@ impl NodeHandle {
 
     /// The store's hash at `revision` (0: current): hash, compaction revision, revision.
     pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+        self.ask(|tx| Input::HashKv(revision, tx)).await
+    }
+
+    /// Sends `input` built around a fresh answer channel and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        input: impl FnOnce(oneshot::Sender<Result<T, EtcdError>>) -> Input,
+    ) -> Result<T, EtcdError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.unbounded_send(Input::HashKv(revision, tx)).map_err(|_| EtcdError::Stopped)?;
+        self.tx.unbounded_send(input(tx)).map_err(|_| EtcdError::Stopped)?;
         rx.await.unwrap_or(Err(EtcdError::Stopped))
     }
 
@@ -158,6 +170,13 @@ struct Forwarded {
     deadline_ms: u64,
 }
 
+/// A leadership transfer MoveLeader is waiting for.
+struct Transfer {
+    target: u64,
+    reply_to: oneshot::Sender<Result<(), EtcdError>>,
+    deadline_ms: u64,
+}
+
 /// The actor's state besides the node.
 struct Actor {
     node: Node<FsDisk, RocksBackend>,
@@ -165,6 +184,7 @@ struct Actor {
     clock: SystemClock,
     waiting: BTreeMap<u64, Waiter>,
     forwarded: BTreeMap<u64, Forwarded>,
+    transfers: Vec<Transfer>,
     watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>>,
     next_token: u64,
 }
@@ -217,6 +237,37 @@ impl Actor {
         }
     }
 
+    fn move_leader(&mut self, target: u64, reply_to: oneshot::Sender<Result<(), EtcdError>>) {
+        let status = self.node.status();
+        let result = if status.role != StateRole::Leader {
+            Err(EtcdError::NotLeader)
+        } else if !self.node.conf_state().voters.contains(&target) {
+            Err(EtcdError::BadLeaderTransferee)
+        } else if target == status.id {
+            Ok(())
+        } else {
+            self.node.transfer_leader(target);
+            let deadline_ms = self.clock.now_ms() + self.node.config().request_timeout_ms;
+            self.transfers.push(Transfer { target, reply_to, deadline_ms });
+            return;
+        };
+        let _ = reply_to.send(result);
+    }
+
+    /// Answers the MoveLeader calls whose transfer finished or ran out of time.
+    fn settle_transfers(&mut self) {
+        let (leader, now_ms) = (self.node.status().leader, self.clock.now_ms());
+        for transfer in std::mem::take(&mut self.transfers) {
+            if transfer.target == leader {
+                let _ = transfer.reply_to.send(Ok(()));
+            } else if transfer.deadline_ms <= now_ms {
+                let _ = transfer.reply_to.send(Err(EtcdError::LeaderTransferTimeout));
+            } else {
+                self.transfers.push(transfer);
+            }
+        }
+    }
+
     fn tick(&mut self) {
         let now_ms = self.clock.now_ms();
         self.node.tick(now_ms);
@@ -260,6 +311,9 @@ impl Actor {
         for (_, forwarded) in std::mem::take(&mut self.forwarded) {
             let _ = forwarded.reply_to.send(Err(EtcdError::Stopped));
         }
+        for transfer in std::mem::take(&mut self.transfers) {
+            let _ = transfer.reply_to.send(Err(EtcdError::Stopped));
+        }
     }
 }
 
@@ -277,6 +331,7 @@ pub async fn run(
         clock,
         waiting: BTreeMap::new(),
         forwarded: BTreeMap::new(),
+        transfers: Vec::new(),
         watch_streams: BTreeMap::new(),
         next_token: 0,
     };
@@ -305,6 +360,21 @@ pub async fn run(
                     actor.node.close_watch_stream(stream);
                 }
                 Input::Peer(from, frame) => actor.peer_frame(from, frame),
+                Input::Defragment(reply_to) => {
+                    let done = actor.node.defragment();
+                    let _ = reply_to.send(done.as_ref().map(|_| ()).map_err(|_| EtcdError::Stopped));
+                    done?;
+                }
+                Input::Snapshot(reply_to) => match actor.node.store_image() {
+                    Ok(image) => {
+                        let _ = reply_to.send(Ok(image));
+                    }
+                    Err(e) => {
+                        let _ = reply_to.send(Err(EtcdError::Stopped));
+                        return Err(e);
+                    }
+                },
+                Input::MoveLeader(target, reply_to) => actor.move_leader(target, reply_to),
                 Input::Tick => actor.tick(),
                 Input::Stop => {
                     actor.stop();
@@ -318,6 +388,7 @@ pub async fn run(
         for (token, result) in output.replies {
             actor.answer(token, result);
         }
+        actor.settle_transfers();
         for response in output.watch {
             if let Some(to) = actor.watch_streams.get(&response.stream) {
                 let _ = to.unbounded_send(response);

@@ -17,6 +17,7 @@ use keel_api::etcdserverpb as pb;
 use keel_api::grpc::{decode, frame_encoded, FrameDecoder, Method, Status, Streaming};
 use keel_api::{Code, EtcdError};
 use prost::Message;
+use sha2::{Digest, Sha256};
 
 use super::actor::{self, NodeHandle};
 use super::members::Members;
@@ -175,6 +176,20 @@ async fn member_call(
                 Err(e) => Err(Status::from(&e)),
             },
         },
+        Method::Defragment => match decode::<pb::DefragmentRequest>(message) {
+            Err(status) => Err(status),
+            Ok(_) => match node.ask(actor::Input::Defragment).await {
+                Ok(()) => Ok(pb::DefragmentResponse { header: Some(info.header(0)) }.encode_to_vec()),
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
+        Method::MoveLeader => match decode::<pb::MoveLeaderRequest>(message) {
+            Err(status) => Err(status),
+            Ok(req) => match node.ask(|tx| actor::Input::MoveLeader(req.target_id, tx)).await {
+                Ok(()) => Ok(pb::MoveLeaderResponse { header: Some(node.header_info().header(0)) }.encode_to_vec()),
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
         Method::HashKv => match decode::<pb::HashKvRequest>(message) {
             Err(status) => Err(status),
             Ok(req) => match node.hash_kv(req.revision).await {
@@ -219,6 +234,47 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<
                 }
                 Err(status) => break status,
             }
+        };
+        let _ = tx.unbounded_send(StreamItem::End(end));
+    })
+    .detach();
+    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+}
+
+/// Bytes per Snapshot response message (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// Snapshot images are padded with zeros to a multiple of this (etcd's database page size;
+/// etcdctl checks that what precedes the digest is whole pages).
+const SNAPSHOT_PAGE: usize = 512;
+
+/// Maintenance.Snapshot: the store's image, zero-padded to whole pages, in chunks, then its
+/// SHA-256 digest as the last 32 bytes, as etcd appends it for `snapshot restore` to verify.
+fn snapshot(node: NodeHandle) -> Response<GrpcBody> {
+    let (tx, rx) = mpsc::unbounded();
+    glommio::spawn_local(async move {
+        let end = match node.ask(actor::Input::Snapshot).await {
+            Ok(mut image) => {
+                image.resize(image.len().next_multiple_of(SNAPSHOT_PAGE), 0);
+                let digest = Sha256::digest(&image);
+                image.extend_from_slice(&digest);
+                let header = Some(node.header_info().header(0));
+                let mut remaining = image.len();
+                for chunk in image.chunks(SNAPSHOT_CHUNK) {
+                    remaining -= chunk.len();
+                    let message = pb::SnapshotResponse {
+                        header: header.clone(),
+                        remaining_bytes: remaining as u64,
+                        blob: chunk.to_vec(),
+                    };
+                    let framed = Bytes::from(frame_encoded(&message.encode_to_vec()));
+                    if tx.unbounded_send(StreamItem::Message(framed)).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Status::ok()
+            }
+            Err(e) => Status::from(&e),
         };
         let _ = tx.unbounded_send(StreamItem::End(end));
     })
@@ -316,6 +372,9 @@ pub async fn handle(
     }
     if method == Method::Watch {
         return Ok(watch(request.into_body(), node, max_message));
+    }
+    if method == Method::Snapshot {
+        return Ok(snapshot(node));
     }
     if method.streaming() != Streaming::Unary {
         return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
