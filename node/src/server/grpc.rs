@@ -262,11 +262,8 @@ fn snapshot(node: NodeHandle) -> Response<GrpcBody> {
                 let mut remaining = image.len();
                 for chunk in image.chunks(SNAPSHOT_CHUNK) {
                     remaining -= chunk.len();
-                    let message = pb::SnapshotResponse {
-                        header: header.clone(),
-                        remaining_bytes: remaining as u64,
-                        blob: chunk.to_vec(),
-                    };
+                    let message =
+                        pb::SnapshotResponse { header, remaining_bytes: remaining as u64, blob: chunk.to_vec() };
                     let framed = Bytes::from(frame_encoded(&message.encode_to_vec()));
                     if tx.unbounded_send(StreamItem::Message(framed)).is_err() {
                         return; // the client went away
