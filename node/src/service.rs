@@ -25,9 +25,16 @@ pub struct HeaderInfo {
     pub member_id: u64,
     /// Current Raft term.
     pub raft_term: u64,
+    /// Current store revision.
+    pub revision: i64,
 }
 
 impl HeaderInfo {
+    /// The header of an answer not tied to a write: at the current revision.
+    pub fn current(&self) -> pb::ResponseHeader {
+        self.header(self.revision)
+    }
+
     /// The header of a reply served at `revision`.
     pub fn header(&self, revision: i64) -> pb::ResponseHeader {
         pb::ResponseHeader {
@@ -68,7 +75,12 @@ pub fn unary_response(reply: &Reply, info: &HeaderInfo) -> Result<Vec<u8>, Statu
         Response::Range(r) => pb::RangeResponse { header, ..recode(r) }.encode_to_vec(),
         Response::Put(r) => pb::PutResponse { header, ..recode(r) }.encode_to_vec(),
         Response::DeleteRange(r) => pb::DeleteRangeResponse { header, ..recode(r) }.encode_to_vec(),
-        Response::Txn(r) => pb::TxnResponse { header, ..recode(r) }.encode_to_vec(),
+        Response::Txn(r) => {
+            let mut txn: pb::TxnResponse = recode(r);
+            let begin = reply.revision - i64::from(txn_changed(&txn.responses));
+            fill_txn_headers(&mut txn.responses, begin, &mut false);
+            pb::TxnResponse { header, ..txn }.encode_to_vec()
+        }
         Response::Compact => pb::CompactionResponse { header }.encode_to_vec(),
         Response::LeaseGrant { id, ttl } => {
             pb::LeaseGrantResponse { header, id: *id, ttl: *ttl, error: String::new() }.encode_to_vec()
@@ -90,6 +102,40 @@ pub fn unary_response(reply: &Reply, info: &HeaderInfo) -> Result<Vec<u8>, Statu
         }
     };
     Ok(bytes)
+}
+
+/// Whether any operation of a transaction (nested ones included) changed the store.
+fn txn_changed(ops: &[pb::ResponseOp]) -> bool {
+    use pb::response_op::Response as Op;
+    ops.iter().any(|op| match &op.response {
+        Some(Op::ResponsePut(_)) => true,
+        Some(Op::ResponseDeleteRange(d)) => d.deleted > 0,
+        Some(Op::ResponseTxn(t)) => txn_changed(&t.responses),
+        Some(Op::ResponseRange(_)) | None => false,
+    })
+}
+
+/// etcd gives each operation of a transaction a header with the store's revision as that
+/// operation left it: the revision before the transaction (`begin`), plus one once anything
+/// has `changed`.
+fn fill_txn_headers(ops: &mut [pb::ResponseOp], begin: i64, changed: &mut bool) {
+    use pb::response_op::Response as Op;
+    let at = |revision: i64| Some(pb::ResponseHeader { revision, ..Default::default() });
+    for op in ops {
+        match &mut op.response {
+            Some(Op::ResponsePut(p)) => {
+                *changed = true;
+                p.header = at(begin + 1);
+            }
+            Some(Op::ResponseDeleteRange(d)) => {
+                *changed |= d.deleted > 0;
+                d.header = at(begin + i64::from(*changed));
+            }
+            Some(Op::ResponseRange(r)) => r.header = at(begin + i64::from(*changed)),
+            Some(Op::ResponseTxn(t)) => fill_txn_headers(&mut t.responses, begin, changed),
+            None => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +175,7 @@ mod tests {
         let kv = KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), mod_revision: 4, ..Default::default() };
         let reply =
             Reply { revision: 9, response: Response::Range(RangeResponse { kvs: vec![kv], more: false, count: 1 }) };
-        let info = HeaderInfo { cluster_id: 1, member_id: 2, raft_term: 3 };
+        let info = HeaderInfo { cluster_id: 1, member_id: 2, raft_term: 3, revision: 0 };
         let bytes = unary_response(&reply, &info).unwrap();
         let got = pb::RangeResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(got.header, Some(pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 9, raft_term: 3 }));
@@ -138,5 +184,34 @@ mod tests {
             mvccpb::KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), mod_revision: 4, ..Default::default() }
         );
         assert_eq!(got.count, 1);
+    }
+
+    #[test]
+    fn txn_operations_carry_the_revision_they_left() {
+        use keel_storage::mvcc::{DeleteRangeResponse, PutResponse, Response as Op, ResponseOp, TxnResponse};
+        let op = |r: Op| ResponseOp { response: Some(r) };
+        let txn = TxnResponse {
+            succeeded: true,
+            responses: vec![
+                op(Op::Range(RangeResponse::default())),
+                op(Op::DeleteRange(DeleteRangeResponse::default())),
+                op(Op::Put(PutResponse::default())),
+                op(Op::Range(RangeResponse::default())),
+            ],
+        };
+        let info = HeaderInfo::default();
+        let bytes = unary_response(&Reply { revision: 8, response: Response::Txn(txn) }, &info).unwrap();
+        let got = pb::TxnResponse::decode(bytes.as_slice()).unwrap();
+        let revisions: Vec<i64> = got
+            .responses
+            .iter()
+            .map(|op| match op.response.as_ref().unwrap() {
+                pb::response_op::Response::ResponseRange(r) => r.header.unwrap().revision,
+                pb::response_op::Response::ResponsePut(r) => r.header.unwrap().revision,
+                pb::response_op::Response::ResponseDeleteRange(r) => r.header.unwrap().revision,
+                pb::response_op::Response::ResponseTxn(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(revisions, [7, 7, 8, 8]);
     }
 }

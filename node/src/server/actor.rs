@@ -395,7 +395,8 @@ pub async fn run(
             }
         }
         let info = handle.info.get();
-        handle.info.set(HeaderInfo { raft_term: actor.node.status().term, ..info });
+        let status = actor.node.status();
+        handle.info.set(HeaderInfo { raft_term: status.term, revision: status.revision, ..info });
     }
     Ok(())
 }

@@ -221,7 +221,7 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<
             let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }).await {
                 Ok(reply) => service::unary_response(&reply, &info),
                 Err(EtcdError::LeaseNotFound) => {
-                    Ok(pb::LeaseKeepAliveResponse { header: Some(info.header(0)), id: request.id, ttl: 0 }
+                    Ok(pb::LeaseKeepAliveResponse { header: Some(info.current()), id: request.id, ttl: 0 }
                         .encode_to_vec())
                 }
                 Err(e) => Err(Status::from(&e)),
@@ -392,9 +392,18 @@ pub async fn handle(
             })
         }
     };
-    let answer = match node.call(request).await {
-        Ok(reply) => service::unary_response(&reply, &node.header_info()),
-        Err(e) => Err(Status::from(&e)),
+    let time_to_live_of = match request {
+        crate::Request::LeaseTimeToLive { id, .. } => Some(id),
+        _ => None,
+    };
+    let answer = match (node.call(request).await, time_to_live_of) {
+        (Ok(reply), _) => service::unary_response(&reply, &node.header_info()),
+        // etcd answers TTL -1 for a lease that does not exist (etcdctl: "already expired").
+        (Err(EtcdError::LeaseNotFound), Some(id)) => {
+            let header = Some(node.header_info().current());
+            Ok(pb::LeaseTimeToLiveResponse { header, id, ttl: -1, ..Default::default() }.encode_to_vec())
+        }
+        (Err(e), _) => Err(Status::from(&e)),
     };
     Ok(match answer {
         Ok(message) => success(message),

@@ -133,7 +133,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     if sole_voter {
         node.campaign();
     }
-    let info = HeaderInfo { cluster_id: config.cluster_id, member_id: config.member_id, raft_term: 0 };
+    let info = HeaderInfo { cluster_id: config.cluster_id, member_id: config.member_id, ..HeaderInfo::default() };
     let (handle, inputs) = actor::channel(info);
     for &addr in &config.listen_peer {
         let (handle, members) = (handle.clone(), members.clone());
