@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub request_timeout_ms: u64,
     /// Largest proposal accepted (etcd's `--max-request-bytes`).
     pub max_request_bytes: usize,
+    /// Interval of the progress notifications watchers may ask for.
+    pub watch_progress_ms: u64,
     /// Report every applied entry in [`Output::applied`] (for the simulator's checkers).
     pub record_applied: bool,
     /// Bugs planted on purpose (empty in production).
@@ -82,6 +84,7 @@ impl NodeConfig {
             wal_segment_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 7_000,
             max_request_bytes: validate::MAX_REQUEST_BYTES,
+            watch_progress_ms: 10 * 60 * 1000,
             record_applied: false,
             plants: Plants::default(),
         }
@@ -193,6 +196,8 @@ pub struct Node<D: Disk, B: Backend> {
     /// Leases this leader found expired and proposed to revoke: never renewed again (a
     /// keep-alive racing the revoke must not be acknowledged).
     revoking: BTreeSet<i64>,
+    /// When the next round of watch progress notifications is due.
+    next_watch_progress_ms: u64,
     /// A store failure met outside `process`, reported by the next `process`.
     fatal: Option<NodeError>,
     out: Output,
@@ -301,6 +306,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             reads: BTreeMap::new(),
             snapshot_index,
             revoking: BTreeSet::new(),
+            next_watch_progress_ms: 0,
             fatal: None,
             out: Output::default(),
         })
@@ -381,6 +387,12 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let timed_out: Vec<u64> = proposals.chain(reads).collect();
         for token in timed_out {
             self.reply(token, Err(EtcdError::Timeout));
+        }
+        if now_ms >= self.next_watch_progress_ms {
+            if self.next_watch_progress_ms > 0 {
+                self.watches.notify_progress(self.kv.current_revision());
+            }
+            self.next_watch_progress_ms = now_ms + self.config.watch_progress_ms;
         }
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             for id in self.kv.lessor_mut().expired(now_ms, 16) {
@@ -504,19 +516,25 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
     }
 
-    /// Creates a watcher for `stream`; its responses appear in [`Output::watch`].
-    pub fn watch(&mut self, stream: u64, spec: WatchCreate) -> Result<i64, NodeError> {
+    /// Creates a watcher for `stream`; its responses appear in [`Output::watch`]. None if
+    /// the id the client chose is taken on the stream.
+    pub fn watch(&mut self, stream: u64, spec: WatchCreate) -> Result<Option<i64>, NodeError> {
         Ok(self.watches.create(stream, spec, &self.kv)?)
     }
 
-    /// Cancels a watcher.
-    pub fn cancel_watch(&mut self, watch_id: i64) -> bool {
-        self.watches.cancel(watch_id, self.kv.current_revision())
+    /// Cancels watcher `watch_id` of `stream`.
+    pub fn cancel_watch(&mut self, stream: u64, watch_id: i64) -> bool {
+        self.watches.cancel(stream, watch_id, self.kv.current_revision())
     }
 
-    /// Whether watcher `watch_id` exists.
-    pub fn watch_exists(&self, watch_id: i64) -> bool {
-        self.watches.contains(watch_id)
+    /// Whether watcher `watch_id` of `stream` exists.
+    pub fn watch_exists(&self, stream: u64, watch_id: i64) -> bool {
+        self.watches.contains(stream, watch_id)
+    }
+
+    /// Answers a progress request on `stream` with the current revision.
+    pub fn request_watch_progress(&mut self, stream: u64) {
+        self.watches.request_progress(stream, self.kv.current_revision());
     }
 
     /// Drops every watcher of a closed stream.

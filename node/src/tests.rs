@@ -122,6 +122,42 @@ fn watch_catches_up_and_reports_compaction() {
 }
 
 #[test]
+fn watch_ids_belong_to_streams_and_progress_is_reported() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    let spec = WatchCreate { key: b"p".to_vec(), progress_notify: true, ..Default::default() };
+    assert_eq!(m.node.watch(1, spec.clone()).unwrap(), Some(0));
+    assert_eq!(m.node.watch(1, spec.clone()).unwrap(), Some(1));
+    assert_eq!(m.node.watch(2, spec.clone()).unwrap(), Some(0), "each stream numbers from 0");
+    let chosen = WatchCreate { watch_id: 7, ..spec.clone() };
+    assert_eq!(m.node.watch(2, chosen.clone()).unwrap(), Some(7));
+    assert_eq!(m.node.watch(2, chosen).unwrap(), None, "a taken id");
+    let out = m.node.take_output().watch;
+    let refused = out.last().unwrap();
+    assert!(refused.created && refused.canceled && refused.watch_id == -1);
+    assert_eq!(refused.cancel_reason, "mvcc: duplicate watch ID provided on the WatchStream");
+    assert!(m.node.cancel_watch(1, 0) && !m.node.cancel_watch(1, 0) && m.node.watch_exists(2, 0));
+    let canceled = m.node.take_output().watch;
+    assert_eq!((canceled.len(), canceled[0].watch_id, canceled[0].canceled), (1, 0, true));
+
+    m.node.request_watch_progress(1);
+    let progress = m.node.take_output().watch;
+    assert_eq!((progress.len(), progress[0].watch_id, progress[0].stream), (1, -1, 1));
+
+    // A watcher sent an event during an interval gets no notification for it; a quiet one does.
+    m.put("p", "x", 0);
+    m.watched.clear();
+    let interval = m.node.config().watch_progress_ms;
+    let notified_at = |m: &mut Member, now: u64| -> Vec<(u64, i64)> {
+        m.now = now;
+        m.node.tick(now);
+        m.node.take_output().watch.iter().filter(|r| r.events.is_empty()).map(|r| (r.stream, r.watch_id)).collect()
+    };
+    assert_eq!(notified_at(&mut m, 1), []);
+    assert_eq!(notified_at(&mut m, interval + 1), [], "all heard of the put");
+    assert_eq!(notified_at(&mut m, 2 * interval + 2), [(1, 1), (2, 0), (2, 7)]);
+}
+
+#[test]
 fn only_the_leader_expires_leases_after_their_ttl() {
     let mut m = Member::open(MemDisk::default(), MemBackend::new());
     let Response::LeaseGrant { id, ttl } = m.call(Request::LeaseGrant { id: 0, ttl: 5 }).unwrap().response else {

@@ -6,6 +6,11 @@
 //! creation, or after a snapshot replaced the store) reads history from the store, and a
 //! start below the compaction revision cancels the watcher with the compaction revision, as
 //! etcd does.
+//!
+//! Watch ids belong to a stream, as in etcd: each stream numbers its watchers from 0, and a
+//! client may choose an id itself (a taken one cancels the new watcher at once). Watchers
+//! asking for progress notifications get an empty response at the current revision when an
+//! interval passes without anything sent to them.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,12 @@ pub struct WatchCreate {
     pub no_put: bool,
     /// Leave out deletes.
     pub no_delete: bool,
+    /// The id the client chose (0: the stream picks the next free one).
+    pub watch_id: i64,
+    /// Send an empty response now and then when nothing happens.
+    pub progress_notify: bool,
+    /// Split responses too large for one message.
+    pub fragment: bool,
 }
 
 /// What a watcher's stream receives.
@@ -44,6 +55,10 @@ pub struct WatchResponse {
     pub canceled: bool,
     /// When canceled because history was compacted: the compaction revision.
     pub compact_revision: i64,
+    /// Why the watcher was canceled, if the server canceled it.
+    pub cancel_reason: String,
+    /// The watcher accepts responses split into fragments.
+    pub fragment: bool,
     /// Store revision when sent.
     pub revision: i64,
     /// Events, whole revisions only, in order.
@@ -52,10 +67,17 @@ pub struct WatchResponse {
 
 #[derive(Debug, Clone)]
 struct Watcher {
-    stream: u64,
     spec: WatchCreate,
     next_rev: i64,
+    /// Something was sent since the last progress notification round.
+    sent_recently: bool,
 }
+
+/// A watcher's address: its stream and its id within the stream.
+type WatcherKey = (u64, i64);
+
+/// etcd's message when a client picks a watch id its stream already uses.
+const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 impl Watcher {
     fn wants(&self, event: &Event) -> bool {
@@ -79,8 +101,9 @@ impl Watcher {
 /// Every watcher of this node.
 #[derive(Debug, Default)]
 pub struct WatchHub {
-    watchers: BTreeMap<i64, Watcher>,
-    next_id: i64,
+    watchers: BTreeMap<WatcherKey, Watcher>,
+    /// Per stream: the lowest id an automatically numbered watcher may get.
+    next_id: BTreeMap<u64, i64>,
     /// Planted bug: drop some events.
     skip_events: bool,
     out: Vec<WatchResponse>,
@@ -97,62 +120,118 @@ impl WatchHub {
         std::mem::take(&mut self.out)
     }
 
-    /// Creates a watcher and sends its catch-up from the store.
-    pub fn create<B: Backend>(&mut self, stream: u64, spec: WatchCreate, kv: &KvStore<B>) -> Result<i64, MvccError> {
-        self.next_id += 1;
-        let watch_id = self.next_id;
+    fn respond(&mut self, key: WatcherKey, response: WatchResponse) {
+        let fragment = match self.watchers.get_mut(&key) {
+            Some(w) => {
+                w.sent_recently = true;
+                w.spec.fragment
+            }
+            None => false,
+        };
+        self.out.push(WatchResponse { stream: key.0, watch_id: key.1, fragment, ..response });
+    }
+
+    /// Creates a watcher and sends its catch-up from the store; returns its id, or None if
+    /// the id the client chose is taken (the watcher is then reported canceled).
+    pub fn create<B: Backend>(
+        &mut self,
+        stream: u64,
+        spec: WatchCreate,
+        kv: &KvStore<B>,
+    ) -> Result<Option<i64>, MvccError> {
         let current = kv.current_revision();
+        let watch_id = if spec.watch_id != 0 {
+            spec.watch_id
+        } else {
+            let next = self.next_id.entry(stream).or_insert(0);
+            while self.watchers.contains_key(&(stream, *next)) {
+                *next += 1;
+            }
+            *next += 1;
+            *next - 1
+        };
+        if self.watchers.contains_key(&(stream, watch_id)) {
+            self.out.push(WatchResponse {
+                stream,
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: DUPLICATE_WATCH_ID.to_string(),
+                revision: current,
+                ..Default::default()
+            });
+            return Ok(None);
+        }
+        let key = (stream, watch_id);
         let next_rev = if spec.start_revision > 0 { spec.start_revision } else { current + 1 };
-        self.out.push(WatchResponse { stream, watch_id, created: true, revision: current, ..Default::default() });
-        self.watchers.insert(watch_id, Watcher { stream, spec, next_rev });
-        self.catch_up(watch_id, kv)?;
-        Ok(watch_id)
+        self.watchers.insert(key, Watcher { spec, next_rev, sent_recently: false });
+        self.respond(key, WatchResponse { created: true, revision: current, ..Default::default() });
+        self.catch_up(key, kv)?;
+        Ok(Some(watch_id))
     }
 
     /// Removes a watcher, telling its stream.
-    pub fn cancel(&mut self, watch_id: i64, revision: i64) -> bool {
-        match self.watchers.remove(&watch_id) {
-            Some(w) => {
-                self.out.push(WatchResponse {
-                    stream: w.stream,
-                    watch_id,
-                    canceled: true,
-                    revision,
-                    ..Default::default()
-                });
-                true
-            }
-            None => false,
+    pub fn cancel(&mut self, stream: u64, watch_id: i64, revision: i64) -> bool {
+        let key = (stream, watch_id);
+        if !self.watchers.contains_key(&key) {
+            return false;
         }
+        self.respond(key, WatchResponse { canceled: true, revision, ..Default::default() });
+        self.watchers.remove(&key);
+        true
     }
 
-    /// Whether watcher `watch_id` exists.
-    pub fn contains(&self, watch_id: i64) -> bool {
-        self.watchers.contains_key(&watch_id)
+    /// Whether watcher `watch_id` of `stream` exists.
+    pub fn contains(&self, stream: u64, watch_id: i64) -> bool {
+        self.watchers.contains_key(&(stream, watch_id))
     }
 
     /// Removes every watcher of a closed stream.
     pub fn close_stream(&mut self, stream: u64) {
-        self.watchers.retain(|_, w| w.stream != stream);
+        self.watchers.retain(|&(s, _), _| s != stream);
+        self.next_id.remove(&stream);
     }
 
-    /// Sends watcher `watch_id` everything from its `next_rev` up to the store's revision.
-    fn catch_up<B: Backend>(&mut self, watch_id: i64, kv: &KvStore<B>) -> Result<(), MvccError> {
+    /// Answers a progress request on `stream`: a response for no watcher in particular
+    /// (watch id -1), at the current revision.
+    pub fn request_progress(&mut self, stream: u64, revision: i64) {
+        self.out.push(WatchResponse { stream, watch_id: -1, revision, ..Default::default() });
+    }
+
+    /// One progress-notification round: every watcher that asked for them and was sent
+    /// nothing since the last round, and is caught up, gets an empty response at `revision`.
+    pub fn notify_progress(&mut self, revision: i64) {
+        let mut quiet = Vec::new();
+        for (&key, w) in self.watchers.iter_mut() {
+            if w.spec.progress_notify && !w.sent_recently && w.next_rev > revision {
+                quiet.push(key);
+            }
+            w.sent_recently = false;
+        }
+        for key in quiet {
+            self.respond(key, WatchResponse { revision, ..Default::default() });
+            self.watchers.get_mut(&key).expect("present").sent_recently = false;
+        }
+    }
+
+    /// Sends watcher `key` everything from its `next_rev` up to the store's revision.
+    fn catch_up<B: Backend>(&mut self, key: WatcherKey, kv: &KvStore<B>) -> Result<(), MvccError> {
         let current = kv.current_revision();
-        let Some(w) = self.watchers.get(&watch_id) else { return Ok(()) };
+        let Some(w) = self.watchers.get(&key) else { return Ok(()) };
         if w.next_rev > current {
             return Ok(());
         }
         if w.next_rev < kv.compact_revision() {
-            let w = self.watchers.remove(&watch_id).expect("present");
-            self.out.push(WatchResponse {
-                stream: w.stream,
-                watch_id,
+            let compacted = WatchResponse {
                 canceled: true,
                 compact_revision: kv.compact_revision(),
-                revision: current,
+                cancel_reason: keel_api::EtcdError::Compacted.to_string(),
+                // etcd's header carries no revision here.
+                revision: 0,
                 ..Default::default()
-            });
+            };
+            self.respond(key, compacted);
+            self.watchers.remove(&key);
             return Ok(());
         }
         let mut events = Vec::new();
@@ -166,10 +245,9 @@ impl WatchHub {
             }
             events.push(event);
         }
-        let stream = w.stream;
-        self.watchers.get_mut(&watch_id).expect("present").next_rev = current + 1;
+        self.watchers.get_mut(&key).expect("present").next_rev = current + 1;
         if !events.is_empty() {
-            self.out.push(WatchResponse { stream, watch_id, revision: current, events, ..Default::default() });
+            self.respond(key, WatchResponse { revision: current, events, ..Default::default() });
         }
         Ok(())
     }
@@ -177,9 +255,9 @@ impl WatchHub {
     /// Sends every watcher that is behind the store (after a snapshot replaced it) its
     /// missing history.
     pub fn resync<B: Backend>(&mut self, kv: &KvStore<B>) -> Result<(), MvccError> {
-        let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            self.catch_up(id, kv)?;
+        let keys: Vec<WatcherKey> = self.watchers.keys().copied().collect();
+        for key in keys {
+            self.catch_up(key, kv)?;
         }
         Ok(())
     }
@@ -190,7 +268,8 @@ impl WatchHub {
             return;
         }
         let skip = self.skip_events && revision % 7 == 3;
-        for (&watch_id, w) in self.watchers.iter_mut() {
+        let mut responses = Vec::new();
+        for (&key, w) in self.watchers.iter_mut() {
             if w.next_rev > revision {
                 continue;
             }
@@ -198,14 +277,11 @@ impl WatchHub {
             let matching: Vec<Event> =
                 events.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).skip(usize::from(skip)).collect();
             if !matching.is_empty() {
-                self.out.push(WatchResponse {
-                    stream: w.stream,
-                    watch_id,
-                    revision,
-                    events: matching,
-                    ..Default::default()
-                });
+                responses.push((key, WatchResponse { revision, events: matching, ..Default::default() }));
             }
+        }
+        for (key, response) in responses {
+            self.respond(key, response);
         }
     }
 }

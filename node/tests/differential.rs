@@ -285,9 +285,9 @@ fn keel_answers_etcdctl_exactly_as_etcd_does() {
     ];
     let mut steps = commands(seed, ops);
     // Finally, the history read back through watches (from the start, and from the middle).
-    for from in [1, ops / 4] {
-        let args = vec!["watch".into(), format!("--rev={from}"), "--prefix".into(), "k".into(), "--prev-kv".into()];
-        steps.push(Step { args, stdin: None });
+    for (from, output) in [(1, "simple"), (ops / 4, "json")] {
+        let args = ["watch", &format!("--rev={from}"), "--prefix", "k", "--prev-kv", "-w", output];
+        steps.push(Step { args: args.map(String::from).to_vec(), stdin: None });
     }
     let mut differences = Vec::new();
     for (i, step) in steps.iter().enumerate() {

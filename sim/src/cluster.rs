@@ -278,7 +278,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
                     }
                 }
                 Input::Client(from, ToServer::WatchPing(stream, watch_id)) => {
-                    let alive = streams.contains_key(&stream) && node.watch_exists(watch_id);
+                    let alive = streams.contains_key(&stream) && node.watch_exists(stream, watch_id);
                     let _ = endpoint
                         .send_to_raw(from, TAG_TO_CLIENT, Box::new(ToClient::WatchAlive(stream, watch_id, alive)))
                         .await;

@@ -62,6 +62,9 @@ struct Flags {
     /// Largest request the server accepts, bytes.
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
+    /// Interval of watch progress notifications (e.g. 10m, 30s, 500ms).
+    #[arg(long, default_value = "10m", value_parser = parse_duration_ms)]
+    experimental_watch_progress_notify_interval: u64,
     /// Pin the node's executor to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
@@ -105,6 +108,21 @@ fn initial_cluster(spec: &str, token: &str) -> Result<Vec<InitialMember>, String
             Ok(InitialMember { id: member_id(&peer_urls, token), name, peer_urls, peer_addrs })
         })
         .collect()
+}
+
+/// Milliseconds in a Go-style duration with one unit: `500ms`, `30s`, `10m`, `1h`.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{text:?} has no unit"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?} has an unknown unit (ms, s, m, h)")),
+    };
+    Ok(number * scale)
 }
 
 fn split_urls(urls: &str) -> Vec<String> {
@@ -164,6 +182,7 @@ fn server_config(flags: Flags) -> Result<ServerConfig, String> {
         election_ms: flags.election_timeout,
         snapshot_count: flags.snapshot_count,
         max_request_bytes: flags.max_request_bytes,
+        watch_progress_ms: flags.experimental_watch_progress_notify_interval.max(1),
         cpu: flags.cpu,
         name: flags.name,
     })

@@ -47,8 +47,10 @@ pub enum Input {
     OpenWatchStream(u64, mpsc::UnboundedSender<WatchResponse>),
     /// Create a watcher on a stream.
     Watch(u64, WatchCreate),
-    /// Cancel a watcher.
-    CancelWatch(i64),
+    /// Cancel a watcher of a stream.
+    CancelWatch(u64, i64),
+    /// A progress request on a stream.
+    WatchProgress(u64),
     /// A watch stream closed: drop its watchers.
     CloseWatchStream(u64),
     /// A frame from peer `from`.
@@ -352,9 +354,10 @@ pub async fn run(
                 Input::Watch(stream, spec) => {
                     actor.node.watch(stream, spec)?;
                 }
-                Input::CancelWatch(watch_id) => {
-                    actor.node.cancel_watch(watch_id);
+                Input::CancelWatch(stream, watch_id) => {
+                    actor.node.cancel_watch(stream, watch_id);
                 }
+                Input::WatchProgress(stream) => actor.node.request_watch_progress(stream),
                 Input::CloseWatchStream(stream) => {
                     actor.watch_streams.remove(&stream);
                     actor.node.close_watch_stream(stream);

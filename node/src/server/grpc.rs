@@ -289,19 +289,37 @@ fn watch_response(r: &crate::WatchResponse, info: &service::HeaderInfo) -> pb::W
         created: r.created,
         canceled: r.canceled,
         compact_revision: r.compact_revision,
-        cancel_reason: if r.compact_revision > 0 {
-            "etcdserver: mvcc: required revision has been compacted".to_string()
-        } else {
-            String::new()
-        },
+        cancel_reason: r.cancel_reason.clone(),
         fragment: false,
         events: r.events.iter().map(service::recode).collect(),
     }
 }
 
+/// Splits a response larger than `max_bytes` into fragments, as etcd does for watchers
+/// that asked for it: each fragment as many whole events as fit (at least one), all but
+/// the last marked `fragment`.
+fn fragments(response: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse> {
+    if response.encoded_len() < max_bytes || response.events.len() < 2 {
+        return vec![response];
+    }
+    let mut pieces = Vec::new();
+    let mut piece = pb::WatchResponse { events: Vec::new(), fragment: true, ..response.clone() };
+    for event in response.events {
+        piece.events.push(event);
+        if piece.events.len() > 1 && piece.encoded_len() >= max_bytes {
+            let overflow = piece.events.pop().expect("just pushed");
+            let full = std::mem::replace(&mut piece.events, vec![overflow]);
+            pieces.push(pb::WatchResponse { events: full, ..piece.clone() });
+        }
+    }
+    piece.fragment = false;
+    pieces.push(piece);
+    pieces
+}
+
 /// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
 /// watchers; the node's watch hub feeds events, in order, into the response stream.
-fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcBody> {
     let stream = NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
@@ -311,15 +329,19 @@ fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcB
     let (forward, forward_node) = (tx.clone(), node.clone());
     glommio::spawn_local(async move {
         while let Some(r) = events.next().await {
-            let message = watch_response(&r, &forward_node.header_info()).encode_to_vec();
-            if forward.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&message)))).is_err() {
-                return;
+            let response = watch_response(&r, &forward_node.header_info());
+            let pieces = if r.fragment { fragments(response, max_request) } else { vec![response] };
+            for piece in pieces {
+                let framed = Bytes::from(frame_encoded(&piece.encode_to_vec()));
+                if forward.unbounded_send(StreamItem::Message(framed)).is_err() {
+                    return;
+                }
             }
         }
     })
     .detach();
     glommio::spawn_local(async move {
-        let mut requests = RequestStream::new(body, max_message);
+        let mut requests = RequestStream::new(body, max_message(max_request));
         let end = loop {
             let request = match requests.next::<pb::WatchRequest>().await {
                 Ok(Some(request)) => request,
@@ -336,11 +358,17 @@ fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcB
                         range_end: c.range_end,
                         start_revision: c.start_revision,
                         prev_kv: c.prev_kv,
+                        watch_id: c.watch_id,
+                        progress_notify: c.progress_notify,
+                        fragment: c.fragment,
                     };
                     actor::Input::Watch(stream, spec)
                 }
-                Some(pb::watch_request::RequestUnion::CancelRequest(c)) => actor::Input::CancelWatch(c.watch_id),
-                Some(pb::watch_request::RequestUnion::ProgressRequest(_)) | None => continue,
+                Some(pb::watch_request::RequestUnion::CancelRequest(c)) => {
+                    actor::Input::CancelWatch(stream, c.watch_id)
+                }
+                Some(pb::watch_request::RequestUnion::ProgressRequest(_)) => actor::Input::WatchProgress(stream),
+                None => continue,
             };
             if !node.watch_input(input) {
                 break Status::from(&EtcdError::Stopped);
@@ -353,13 +381,20 @@ fn watch(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcB
     response(GrpcBody { message: None, stream: Some(rx), trailers: None })
 }
 
+/// The largest gRPC message read: a request of `max_request` bytes and room for the
+/// envelope around it (etcd's server allows the same headroom).
+fn max_message(max_request: usize) -> usize {
+    max_request + 512 * 1024
+}
+
 /// Serves one HTTP/2 request.
 pub async fn handle(
     request: Request<Incoming>,
     node: NodeHandle,
     members: Rc<Members>,
-    max_message: usize,
+    max_request: usize,
 ) -> Result<Response<GrpcBody>, Infallible> {
+    let max_message = max_message(max_request);
     let path = request.uri().path().to_string();
     let Some(method) = Method::from_path(&path) else {
         return Ok(failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))));
@@ -368,7 +403,7 @@ pub async fn handle(
         return Ok(keep_alive(request.into_body(), node, max_message));
     }
     if method == Method::Watch {
-        return Ok(watch(request.into_body(), node, max_message));
+        return Ok(watch(request.into_body(), node, max_request));
     }
     if method == Method::Snapshot {
         return Ok(snapshot(node));
@@ -409,4 +444,26 @@ pub async fn handle(
         Ok(message) => success(message),
         Err(status) => failure(status),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_api::mvccpb;
+
+    #[test]
+    fn large_watch_responses_split_into_fragments_of_whole_events() {
+        let event = |i: u8| mvccpb::Event {
+            kv: Some(mvccpb::KeyValue { key: vec![i], value: vec![i; 100], ..Default::default() }),
+            ..Default::default()
+        };
+        let response = pb::WatchResponse { watch_id: 3, events: (0..10).map(event).collect(), ..Default::default() };
+        assert_eq!(fragments(response.clone(), 10_000), vec![response.clone()], "small enough");
+        let pieces = fragments(response.clone(), 350);
+        assert!(pieces.len() > 2);
+        assert!(pieces.iter().all(|p| p.encoded_len() < 350 || p.events.len() == 1));
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| p.fragment) && !pieces.last().unwrap().fragment);
+        let events: Vec<mvccpb::Event> = pieces.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(events, response.events);
+    }
 }

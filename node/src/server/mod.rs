@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     /// Largest request accepted.
     pub max_request_bytes: usize,
+    /// Interval of watch progress notifications.
+    pub watch_progress_ms: u64,
     /// Core to pin the executor to.
     pub cpu: Option<usize>,
     /// Set (by a signal handler) to stop the member cleanly.
@@ -110,6 +112,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     node_config.snapshot_count = config.snapshot_count;
     node_config.snapshot_catchup_entries = config.snapshot_count.min(5_000);
     node_config.max_request_bytes = config.max_request_bytes;
+    node_config.watch_progress_ms = config.watch_progress_ms;
     let clock = SystemClock(Instant::now());
     let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
     let members = Rc::new(Members::default());
@@ -158,7 +161,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
         }
     })
     .detach();
-    let max_message = config.max_request_bytes + 512 * 1024;
+    let max_request = config.max_request_bytes;
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
         tracing::info!(name = %config.name, %addr, "serving clients");
@@ -176,7 +179,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
                 let _ = stream.set_nodelay(true);
                 let (handle, members) = (handle.clone(), members.clone());
                 let service =
-                    service_fn(move |request| grpc::handle(request, handle.clone(), members.clone(), max_message));
+                    service_fn(move |request| grpc::handle(request, handle.clone(), members.clone(), max_request));
                 glommio::spawn_local(async move {
                     if let Err(e) =
                         http2::Builder::new(io::LocalExecutor).serve_connection(io::Io::new(stream), service).await
