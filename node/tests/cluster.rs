@@ -5,64 +5,7 @@
 
 mod common;
 
-use common::{etcdctl, free_port, ok, wait_until, Keel};
-
-struct Cluster {
-    members: Vec<Keel>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(names: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = names.iter().map(|_| (free_port(), free_port())).collect();
-        let initial_cluster = names
-            .iter()
-            .zip(&ports)
-            .map(|(name, (_, peer))| format!("{name}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let members = names
-            .iter()
-            .zip(&ports)
-            .map(|(name, (client, peer))| {
-                let endpoint = format!("http://127.0.0.1:{client}");
-                let peer = format!("http://127.0.0.1:{peer}");
-                let args = vec![
-                    format!("--name={name}"),
-                    format!("--listen-client-urls={endpoint}"),
-                    format!("--advertise-client-urls={endpoint}"),
-                    format!("--listen-peer-urls={peer}"),
-                    format!("--initial-advertise-peer-urls={peer}"),
-                    format!("--initial-cluster={initial_cluster}"),
-                    "--initial-cluster-state=new".to_string(),
-                    "--initial-cluster-token=keel-test".to_string(),
-                ];
-                Keel::spawn(&dir.path().join(name), endpoint, args)
-            })
-            .collect();
-        let cluster = Cluster { members, _dir: dir };
-        for member in &cluster.members {
-            member.wait_serving();
-        }
-        cluster
-    }
-
-    fn endpoints(&self) -> String {
-        self.members.iter().map(|m| m.endpoint.as_str()).collect::<Vec<_>>().join(",")
-    }
-
-    /// The index of the member that says it leads, if one does.
-    fn leader(&self) -> Option<usize> {
-        self.members.iter().position(|m| {
-            let out = etcdctl(&m.endpoint, &["endpoint", "status", "-w", "fields"]);
-            let text = String::from_utf8_lossy(&out.stdout);
-            let field =
-                |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("\"{name}\" : "))).map(str::to_owned);
-            out.status.success() && field("MemberID").is_some() && field("MemberID") == field("Leader")
-        })
-    }
-}
+use common::{etcdctl, ok, wait_until, Cluster};
 
 /// Puts `key` through any member until one acknowledges it (a retry after an ambiguous
 /// failure rewrites the same value, so it is harmless).

@@ -15,51 +15,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 /// Nanoseconds of simulated time since the run began.
 pub type Nanos = u64;
 
-/// A single-key operation, as the linearizability checker models it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvInput {
-    /// Set the value.
-    Put(Vec<u8>),
-    /// Read the value.
-    Get,
-    /// Remove the key.
-    Delete,
-    /// If the value equals `expect` (None: the key is absent), set `new`; else read.
-    Cas {
-        /// Expected value.
-        expect: Option<Vec<u8>>,
-        /// Value to set.
-        new: Vec<u8>,
-    },
-}
-
-/// What a completed operation returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvOutput {
-    /// Put or delete done.
-    Done,
-    /// The value read.
-    Value(Option<Vec<u8>>),
-    /// Whether the compare held, and the value read when it did not.
-    Cas(bool, Option<Vec<u8>>),
-}
-
-/// One client operation on one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvOp {
-    /// Client that issued it.
-    pub client: u64,
-    /// The key.
-    pub key: Vec<u8>,
-    /// What it asked.
-    pub input: KvInput,
-    /// When it was invoked.
-    pub call: Nanos,
-    /// When it returned; None if it timed out (it may or may not have taken effect).
-    pub ret: Option<Nanos>,
-    /// What it returned (None when `ret` is None).
-    pub output: Option<KvOutput>,
-}
+pub use keel_check::{KvInput, KvOp, KvOutput};
 
 /// One watch session: a watcher on one node, until it broke or the run ended.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! The checkers. Each takes the recorded history and returns what it found wrong; each has
 //! a test feeding it a known-bad history, and the planted bugs prove them end to end.
 
-pub mod linearizable;
+pub use keel_check as linearizable;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,9 @@
 //! Linearizability of single-key histories: the Wing–Gong search with Lowe's memoization
 //! (the algorithm of Porcupine and Knossos), run per key since keys are independent.
 //!
+//! Its own crate, free of any runtime, so that the simulator and the real-process tests
+//! check their histories with the same code.
+//!
 //! Values are interned to small integers so a search state is `(set of linearized ops,
 //! value)`. An operation that timed out returns at infinity: it may take effect at any point
 //! after its call, or never (linearizing it last is the same as never).
@@ -10,7 +13,51 @@ use std::hash::BuildHasherDefault;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::history::{KvInput, KvOp, KvOutput};
+/// A single-key operation, as the linearizability checker models it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvInput {
+    /// Set the value.
+    Put(Vec<u8>),
+    /// Read the value.
+    Get,
+    /// Remove the key.
+    Delete,
+    /// If the value equals `expect` (None: the key is absent), set `new`; else read.
+    Cas {
+        /// Expected value.
+        expect: Option<Vec<u8>>,
+        /// Value to set.
+        new: Vec<u8>,
+    },
+}
+
+/// What a completed operation returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOutput {
+    /// Put or delete done.
+    Done,
+    /// The value read.
+    Value(Option<Vec<u8>>),
+    /// Whether the compare held, and the value read when it did not.
+    Cas(bool, Option<Vec<u8>>),
+}
+
+/// One client operation on one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvOp {
+    /// Client that issued it.
+    pub client: u64,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What it asked.
+    pub input: KvInput,
+    /// When it was invoked (nanoseconds on the recorder's clock).
+    pub call: u64,
+    /// When it returned; None if it timed out (it may or may not have taken effect).
+    pub ret: Option<u64>,
+    /// What it returned (None when `ret` is None).
+    pub output: Option<KvOutput>,
+}
 
 /// Search steps allowed per key before giving up (reported as a violation: unchecked is
 /// not passed).
