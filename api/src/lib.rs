@@ -17,16 +17,19 @@ pub use errors::{Code, EtcdError};
 #[allow(missing_docs, clippy::all)]
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's auth messages referenced by the RPCs.
 #[allow(missing_docs, clippy::all)]
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd's v3 RPC requests and responses.
 #[allow(missing_docs, clippy::all)]
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }

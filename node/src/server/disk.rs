@@ -9,20 +9,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keel_storage::wal::Disk;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// A directory of WAL files.
 pub struct FsDisk {
     dir: PathBuf,
+    /// Seconds per fdatasync.
+    fsync_seconds: Histogram,
     open: BTreeMap<String, Arc<File>>,
     /// Files created since the directory was last synced.
     new_files: BTreeSet<String>,
 }
 
 impl FsDisk {
-    /// Opens (creating) the directory.
-    pub fn open(dir: &Path) -> io::Result<FsDisk> {
+    /// Opens (creating) the directory; each fdatasync's duration goes to `fsync_seconds`.
+    pub fn open(dir: &Path, fsync_seconds: Histogram) -> io::Result<FsDisk> {
         fs::create_dir_all(dir)?;
-        Ok(FsDisk { dir: dir.to_path_buf(), open: BTreeMap::new(), new_files: BTreeSet::new() })
+        Ok(FsDisk { dir: dir.to_path_buf(), fsync_seconds, open: BTreeMap::new(), new_files: BTreeSet::new() })
     }
 
     fn file(&mut self, name: &str) -> io::Result<Arc<File>> {
@@ -74,7 +77,9 @@ impl Disk for FsDisk {
 
     async fn sync(&mut self, name: &str) -> io::Result<()> {
         let file = self.file(name)?;
+        let started = std::time::Instant::now();
         blocking(move || file.sync_data()).await?;
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if self.new_files.remove(name) {
             let dir = self.dir.clone();
             blocking(move || File::open(dir)?.sync_all()).await?;

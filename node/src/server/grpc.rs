@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::actor::{self, NodeHandle};
 use super::members::Members;
+use super::metrics::{HandledLabels, Metrics, RpcLabels};
 use crate::service;
 
 /// What a streaming call's producer sends to its response body.
@@ -282,7 +283,8 @@ fn snapshot(node: NodeHandle) -> Response<GrpcBody> {
 /// Watch streams of this process get distinct ids.
 static NEXT_WATCH_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-fn watch_response(r: &crate::WatchResponse, info: &service::HeaderInfo) -> pb::WatchResponse {
+/// A watch hub response as etcd's message.
+pub fn watch_response(r: &crate::WatchResponse, info: &service::HeaderInfo) -> pb::WatchResponse {
     pb::WatchResponse {
         header: Some(info.header(r.revision)),
         watch_id: r.watch_id,
@@ -317,10 +319,39 @@ fn fragments(response: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResp
     pieces
 }
 
+/// What a watch request asks of the actor, for watch stream `stream`.
+pub fn watch_input(stream: u64, request: pb::WatchRequest) -> Option<actor::Input> {
+    use pb::watch_create_request::FilterType;
+    Some(match request.request_union? {
+        pb::watch_request::RequestUnion::CreateRequest(c) => {
+            let filters = |f: FilterType| c.filters.contains(&(f as i32));
+            let spec = crate::WatchCreate {
+                no_put: filters(FilterType::Noput),
+                no_delete: filters(FilterType::Nodelete),
+                key: c.key,
+                range_end: c.range_end,
+                start_revision: c.start_revision,
+                prev_kv: c.prev_kv,
+                watch_id: c.watch_id,
+                progress_notify: c.progress_notify,
+                fragment: c.fragment,
+            };
+            actor::Input::Watch(stream, spec)
+        }
+        pb::watch_request::RequestUnion::CancelRequest(c) => actor::Input::CancelWatch(stream, c.watch_id),
+        pb::watch_request::RequestUnion::ProgressRequest(_) => actor::Input::WatchProgress(stream),
+    })
+}
+
+/// A new watch stream id, distinct within the process.
+pub fn next_watch_stream() -> u64 {
+    NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
 /// watchers; the node's watch hub feeds events, in order, into the response stream.
 fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcBody> {
-    let stream = NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stream = next_watch_stream();
     let (tx, rx) = mpsc::unbounded();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
     if !node.watch_input(actor::Input::OpenWatchStream(stream, events_tx)) {
@@ -348,28 +379,7 @@ fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcB
                 Ok(None) => break Status::ok(),
                 Err(status) => break status,
             };
-            let input = match request.request_union {
-                Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
-                    let filters = |f: pb::watch_create_request::FilterType| c.filters.contains(&(f as i32));
-                    let spec = crate::WatchCreate {
-                        no_put: filters(pb::watch_create_request::FilterType::Noput),
-                        no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
-                        key: c.key,
-                        range_end: c.range_end,
-                        start_revision: c.start_revision,
-                        prev_kv: c.prev_kv,
-                        watch_id: c.watch_id,
-                        progress_notify: c.progress_notify,
-                        fragment: c.fragment,
-                    };
-                    actor::Input::Watch(stream, spec)
-                }
-                Some(pb::watch_request::RequestUnion::CancelRequest(c)) => {
-                    actor::Input::CancelWatch(stream, c.watch_id)
-                }
-                Some(pb::watch_request::RequestUnion::ProgressRequest(_)) => actor::Input::WatchProgress(stream),
-                None => continue,
-            };
+            let Some(input) = watch_input(stream, request) else { continue };
             if !node.watch_input(input) {
                 break Status::from(&EtcdError::Stopped);
             }
@@ -387,43 +397,75 @@ fn max_message(max_request: usize) -> usize {
     max_request + 512 * 1024
 }
 
+/// What every request handler of one executor shares.
+pub struct Shared {
+    /// The node actor.
+    pub node: NodeHandle,
+    /// The member directory.
+    pub members: Rc<Members>,
+    /// The member's metrics.
+    pub metrics: Rc<Metrics>,
+    /// Largest request accepted (`--max-request-bytes`).
+    pub max_request: usize,
+}
+
+/// The labels of `method` (path `/package.Service/Method`).
+fn rpc_labels(method: Method) -> RpcLabels {
+    let (service, name) = method.path().trim_start_matches('/').split_once('/').expect("paths are /service/method");
+    let grpc_type = match method.streaming() {
+        Streaming::Unary => "unary",
+        Streaming::Server => "server_stream",
+        _ => "bidi_stream",
+    };
+    RpcLabels { grpc_type, grpc_service: service.to_string(), grpc_method: name.to_string() }
+}
+
 /// Serves one HTTP/2 request.
-pub async fn handle(
-    request: Request<Incoming>,
-    node: NodeHandle,
-    members: Rc<Members>,
-    max_request: usize,
-) -> Result<Response<GrpcBody>, Infallible> {
-    let max_message = max_message(max_request);
+pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Response<GrpcBody>, Infallible> {
     let path = request.uri().path().to_string();
     let Some(method) = Method::from_path(&path) else {
         return Ok(failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))));
     };
-    if method == Method::LeaseKeepAlive {
-        return Ok(keep_alive(request.into_body(), node, max_message));
+    let node = ctx.node.clone();
+    match method {
+        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message(ctx.max_request))),
+        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request)),
+        Method::Snapshot => return Ok(snapshot(node)),
+        _ if method.streaming() != Streaming::Unary => {
+            return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
+        }
+        _ => {}
     }
-    if method == Method::Watch {
-        return Ok(watch(request.into_body(), node, max_request));
-    }
-    if method == Method::Snapshot {
-        return Ok(snapshot(node));
-    }
-    if method.streaming() != Streaming::Unary {
-        return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
-    }
-    let message = match RequestStream::new(request.into_body(), max_message).next_encoded().await {
-        Ok(Some(message)) => message,
-        Ok(None) => return Ok(failure(Status::new(Code::InvalidArgument, "grpc: request has no message"))),
-        Err(status) => return Ok(failure(status)),
+    let started = std::time::Instant::now();
+    let answer = match RequestStream::new(request.into_body(), max_message(ctx.max_request)).next_encoded().await {
+        Ok(Some(message)) => unary(method, &message, &ctx).await,
+        Ok(None) => Err(Status::new(Code::InvalidArgument, "grpc: request has no message")),
+        Err(status) => Err(status),
     };
-    let request = match service::unary_request(method, &message) {
-        Some(Ok(request)) => request,
-        Some(Err(status)) => return Ok(failure(status)),
+    let labels = rpc_labels(method);
+    ctx.metrics.handling_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    let code = answer.as_ref().err().map_or(Code::Ok, |status| status.code);
+    let handled = HandledLabels {
+        grpc_type: labels.grpc_type,
+        grpc_service: labels.grpc_service,
+        grpc_method: labels.grpc_method,
+        grpc_code: code.name(),
+    };
+    ctx.metrics.handled.get_or_create(&handled).inc();
+    Ok(match answer {
+        Ok(message) => success(message),
+        Err(status) => failure(status),
+    })
+}
+
+/// Answers a unary call of `method` whose request message is `message`.
+pub async fn unary(method: Method, message: &[u8], ctx: &Shared) -> Result<Vec<u8>, Status> {
+    let node = &ctx.node;
+    let request = match service::unary_request(method, message) {
+        Some(request) => request?,
         None => {
-            return Ok(match member_call(method, &message, &node, &members).await {
-                Some(Ok(message)) => success(message),
-                Some(Err(status)) => failure(status),
-                None => failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))),
+            return member_call(method, message, node, &ctx.members).await.unwrap_or_else(|| {
+                Err(Status::new(Code::Unimplemented, format!("{} is not supported yet", method.path())))
             })
         }
     };
@@ -431,7 +473,7 @@ pub async fn handle(
         crate::Request::LeaseTimeToLive { id, .. } => Some(id),
         _ => None,
     };
-    let answer = match (node.call(request).await, time_to_live_of) {
+    match (node.call(request).await, time_to_live_of) {
         (Ok(reply), _) => service::unary_response(&reply, &node.header_info()),
         // etcd answers TTL -1 for a lease that does not exist (etcdctl: "already expired").
         (Err(EtcdError::LeaseNotFound), Some(id)) => {
@@ -439,11 +481,7 @@ pub async fn handle(
             Ok(pb::LeaseTimeToLiveResponse { header, id, ttl: -1, ..Default::default() }.encode_to_vec())
         }
         (Err(e), _) => Err(Status::from(&e)),
-    };
-    Ok(match answer {
-        Ok(message) => success(message),
-        Err(status) => failure(status),
-    })
+    }
 }
 
 #[cfg(test)]

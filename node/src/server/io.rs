@@ -1,6 +1,8 @@
 //! hyper's IO and executor traits on glommio: a TCP stream adapter and `spawn_local`.
 //!
-//! What the client sends passes through [`AuthorityFix`] before hyper reads it, so requests
+//! A client connection is HTTP/2 (gRPC) if it opens with the HTTP/2 preface, HTTP/1.1
+//! (health, metrics, the JSON gateway) otherwise, as on etcd's client port. On HTTP/2, what
+//! the client sends passes through [`AuthorityFix`] before hyper reads it, so requests
 //! carrying a URL as `:authority` (etcdctl 3.4's `endpoint status`) are served, not reset.
 
 use std::future::Future;
@@ -8,23 +10,48 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use futures::io::{AsyncRead, AsyncWrite};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
-use keel_api::authority::AuthorityFix;
+use keel_api::authority::{AuthorityFix, PREFACE};
 
 /// A glommio TCP stream as hyper IO.
 pub struct Io {
     stream: TcpStream,
-    fix: AuthorityFix,
+    /// Present on HTTP/2 connections.
+    fix: Option<AuthorityFix>,
     /// Repaired bytes not yet read by hyper, from `consumed` on.
     repaired: Vec<u8>,
     consumed: usize,
 }
 
 impl Io {
-    /// Wraps an accepted client connection.
-    pub fn new(stream: TcpStream) -> Io {
-        Io { stream, fix: AuthorityFix::default(), repaired: Vec::new(), consumed: 0 }
+    /// Wraps an accepted client connection, reading its first bytes to tell HTTP/2 from
+    /// HTTP/1.1; true means HTTP/2.
+    pub async fn accept(mut stream: TcpStream) -> io::Result<(Io, bool)> {
+        let mut start = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while start.len() < PREFACE.len() && PREFACE.starts_with(&start) {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            start.extend_from_slice(&chunk[..n]);
+        }
+        let http2 = start.starts_with(PREFACE);
+        let mut io = Io { stream, fix: http2.then(AuthorityFix::default), repaired: Vec::new(), consumed: 0 };
+        io.take_in(&start)?;
+        Ok((io, http2))
+    }
+
+    /// Passes bytes from the client on to hyper (repaired on HTTP/2).
+    fn take_in(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.fix {
+            Some(fix) => fix.push(bytes, &mut self.repaired).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            None => {
+                self.repaired.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -44,9 +71,7 @@ impl hyper::rt::Read for Io {
             if n == 0 {
                 return Poll::Ready(Ok(()));
             }
-            this.fix
-                .push(&chunk[..n], &mut this.repaired)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            this.take_in(&chunk[..n])?;
         }
         let available = &this.repaired[this.consumed..];
         let n = buf.remaining().min(available.len());

@@ -5,9 +5,12 @@
 mod actor;
 mod disk;
 mod forward;
+mod gateway;
 mod grpc;
+mod http;
 mod io;
 mod members;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use hyper::server::conn::http2;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use keel_storage::rocks::RocksBackend;
 use rand::SeedableRng;
@@ -31,6 +34,7 @@ use crate::service::HeaderInfo;
 use crate::{Node, NodeConfig};
 use actor::SystemClock;
 use members::Members;
+use metrics::Metrics;
 
 /// A member of the cluster as `--initial-cluster` lists it.
 #[derive(Debug, Clone)]
@@ -99,9 +103,33 @@ fn os_seeded_rng() -> Result<ChaCha8Rng, String> {
     Ok(ChaCha8Rng::from_seed(seed))
 }
 
+/// Serves one client connection: gRPC over HTTP/2, or HTTP/1.1 (health, metrics, gateway).
+async fn serve_client(stream: glommio::net::TcpStream, context: Rc<grpc::Shared>) {
+    let _ = stream.set_nodelay(true);
+    let served = match io::Io::accept(stream).await {
+        Ok((io, true)) => {
+            let service = service_fn(move |request| grpc::handle(request, context.clone()));
+            http2::Builder::new(io::LocalExecutor).serve_connection(io, service).await
+        }
+        Ok((io, false)) => {
+            let service = service_fn(move |request| http::handle(request, context.clone()));
+            http1::Builder::new().serve_connection(io, service).await
+        }
+        Err(e) => {
+            tracing::debug!("client connection failed: {e}");
+            return;
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!("client connection closed: {e}");
+    }
+}
+
 async fn serve(config: ServerConfig) -> Result<(), String> {
     let member_dir = config.data_dir.join("member");
-    let disk = disk::FsDisk::open(&member_dir.join("wal")).map_err(|e| format!("opening the WAL: {e}"))?;
+    let metrics = Rc::new(Metrics::default());
+    let disk = disk::FsDisk::open(&member_dir.join("wal"), metrics.wal_fsync_seconds.clone())
+        .map_err(|e| format!("opening the WAL: {e}"))?;
     let backend = RocksBackend::open(&member_dir.join("db")).map_err(|e| format!("opening the store: {e}"))?;
     let voters = if config.join_existing { Vec::new() } else { config.initial_cluster.iter().map(|m| m.id).collect() };
     let sole_voter = voters == [config.member_id];
@@ -161,33 +189,21 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
         }
     })
     .detach();
-    let max_request = config.max_request_bytes;
+    let context =
+        Rc::new(grpc::Shared { node: handle.clone(), members, metrics, max_request: config.max_request_bytes });
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
         tracing::info!(name = %config.name, %addr, "serving clients");
-        let handle = handle.clone();
-        let members = members.clone();
+        let context = context.clone();
         glommio::spawn_local(async move {
             loop {
-                let stream = match listener.accept().await {
-                    Ok(stream) => stream,
+                match listener.accept().await {
+                    Ok(stream) => glommio::spawn_local(serve_client(stream, context.clone())).detach(),
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let (handle, members) = (handle.clone(), members.clone());
-                let service =
-                    service_fn(move |request| grpc::handle(request, handle.clone(), members.clone(), max_request));
-                glommio::spawn_local(async move {
-                    if let Err(e) =
-                        http2::Builder::new(io::LocalExecutor).serve_connection(io::Io::new(stream), service).await
-                    {
-                        tracing::debug!("connection closed: {e}");
-                    }
-                })
-                .detach();
             }
         })
         .detach();

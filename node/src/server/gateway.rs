@@ -1,0 +1,149 @@
+//! etcd's JSON gateway: `POST /v3/...` with a request message in JSON, answered with the
+//! response message in JSON — the gRPC calls themselves, translated at the edge (the JSON
+//! mapping is pbjson's, generated in `keel-api`: original field names, 64-bit integers as
+//! strings, bytes as base64). `/v3/watch` streams one `{"result": ...}` line per response.
+//! Errors come back as grpc-gateway writes them: `{"error", "code", "message"}` with the
+//! HTTP status of the gRPC code.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use keel_api::etcdserverpb as pb;
+use keel_api::grpc::{Method, Status};
+use keel_api::Code;
+use prost::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::actor::Input;
+use super::grpc::{self, Shared};
+use super::http::reply;
+
+/// An HTTP/1.1 response body: whole or streamed.
+pub type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The HTTP status grpc-gateway gives a gRPC code.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// grpc-gateway's error body.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    code: i32,
+}
+
+/// One line of a streamed watch.
+#[derive(Serialize)]
+struct WatchLine {
+    result: pb::WatchResponse,
+}
+
+fn json_error(status: &Status) -> Response<HttpBody> {
+    let body = ErrorBody { error: &status.message, message: &status.message, code: status.code as i32 };
+    let json = serde_json::to_string(&body).expect("serializes");
+    reply(http_status(status.code), "application/json", json).map(BodyExt::boxed_unsync)
+}
+
+/// A unary call with JSON in and out.
+async fn call<Req, Resp>(method: Method, body: &[u8], ctx: &Shared) -> Response<HttpBody>
+where
+    Req: Message + DeserializeOwned,
+    Resp: Message + Default + Serialize,
+{
+    let request: Req = match serde_json::from_slice(if body.is_empty() { b"{}" } else { body }) {
+        Ok(request) => request,
+        Err(e) => return json_error(&Status::new(Code::InvalidArgument, e.to_string())),
+    };
+    let answer = grpc::unary(method, &request.encode_to_vec(), ctx).await.and_then(|bytes| {
+        Resp::decode(bytes.as_slice()).map_err(|e| Status::new(Code::Internal, format!("undecodable answer: {e}")))
+    });
+    match answer {
+        Ok(response) => {
+            let json = serde_json::to_string(&response).expect("messages serialize");
+            reply(StatusCode::OK, "application/json", json).map(BodyExt::boxed_unsync)
+        }
+        Err(status) => json_error(&status),
+    }
+}
+
+/// `/v3/watch`: the request's watcher, its responses streamed as JSON lines until the client
+/// goes away.
+fn watch(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
+    let request: pb::WatchRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return json_error(&Status::new(Code::InvalidArgument, e.to_string())),
+    };
+    let stream = grpc::next_watch_stream();
+    let (events_tx, mut events) = mpsc::unbounded();
+    let node = ctx.node.clone();
+    let opened = node.watch_input(Input::OpenWatchStream(stream, events_tx));
+    let created = grpc::watch_input(stream, request).is_some_and(|input| node.watch_input(input));
+    if !opened || !created {
+        node.watch_input(Input::CloseWatchStream(stream));
+        return json_error(&Status::new(Code::InvalidArgument, "a watch needs a create_request"));
+    }
+    let (lines, body) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+    glommio::spawn_local(async move {
+        while let Some(r) = events.next().await {
+            let result = grpc::watch_response(&r, &node.header_info());
+            let mut line = serde_json::to_string(&WatchLine { result }).expect("serializes");
+            line.push('\n');
+            if lines.unbounded_send(Ok(Frame::data(Bytes::from(line)))).is_err() {
+                break;
+            }
+        }
+        node.watch_input(Input::CloseWatchStream(stream));
+    })
+    .detach();
+    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Serves `POST path` with a JSON `body`.
+pub async fn handle(path: &str, body: &[u8], ctx: &Shared) -> Response<HttpBody> {
+    match path {
+        "/v3/kv/range" => call::<pb::RangeRequest, pb::RangeResponse>(Method::Range, body, ctx).await,
+        "/v3/kv/put" => call::<pb::PutRequest, pb::PutResponse>(Method::Put, body, ctx).await,
+        "/v3/kv/deleterange" => {
+            call::<pb::DeleteRangeRequest, pb::DeleteRangeResponse>(Method::DeleteRange, body, ctx).await
+        }
+        "/v3/kv/txn" => call::<pb::TxnRequest, pb::TxnResponse>(Method::Txn, body, ctx).await,
+        "/v3/kv/compaction" => call::<pb::CompactionRequest, pb::CompactionResponse>(Method::Compact, body, ctx).await,
+        "/v3/lease/grant" => call::<pb::LeaseGrantRequest, pb::LeaseGrantResponse>(Method::LeaseGrant, body, ctx).await,
+        "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
+            call::<pb::LeaseRevokeRequest, pb::LeaseRevokeResponse>(Method::LeaseRevoke, body, ctx).await
+        }
+        "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
+            call::<pb::LeaseTimeToLiveRequest, pb::LeaseTimeToLiveResponse>(Method::LeaseTimeToLive, body, ctx).await
+        }
+        "/v3/lease/leases" | "/v3/kv/lease/leases" => {
+            call::<pb::LeaseLeasesRequest, pb::LeaseLeasesResponse>(Method::LeaseLeases, body, ctx).await
+        }
+        "/v3/cluster/member/list" => {
+            call::<pb::MemberListRequest, pb::MemberListResponse>(Method::MemberList, body, ctx).await
+        }
+        "/v3/maintenance/status" => call::<pb::StatusRequest, pb::StatusResponse>(Method::Status, body, ctx).await,
+        "/v3/watch" => watch(body, ctx),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not Found\n").map(BodyExt::boxed_unsync),
+    }
+}

@@ -1,0 +1,128 @@
+//! What `/metrics` reports, in the Prometheus (OpenMetrics) text format, under etcd's metric
+//! names where etcd has one: request counts and latency per RPC, WAL fsync latency, Raft
+//! state and the store's size. Counters and histograms are updated as things happen; the
+//! gauges are read from the node when scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::actor::MemberStatus;
+
+/// One RPC's labels, as go-grpc-prometheus (which etcd uses) names them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `unary` or `bidi_stream`/`server_stream`.
+    pub grpc_type: &'static str,
+    /// E.g. `etcdserverpb.KV`.
+    pub grpc_service: String,
+    /// E.g. `Range`.
+    pub grpc_method: String,
+}
+
+/// An RPC's labels with its outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandledLabels {
+    /// `unary` or `bidi_stream`/`server_stream`.
+    pub grpc_type: &'static str,
+    /// E.g. `etcdserverpb.KV`.
+    pub grpc_service: String,
+    /// E.g. `Range`.
+    pub grpc_method: String,
+    /// The gRPC status code's name, e.g. `OK`, `InvalidArgument`.
+    pub grpc_code: &'static str,
+}
+
+/// The member's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs answered, by method and status.
+    pub handled: Family<HandledLabels, Counter>,
+    /// Seconds from request to answer, by method (unary calls).
+    pub handling_seconds: Family<RpcLabels, Histogram>,
+    /// Seconds per WAL fdatasync.
+    pub wal_fsync_seconds: Histogram,
+    has_leader: Gauge,
+    is_leader: Gauge,
+    term: Gauge,
+    committed: Gauge,
+    applied: Gauge,
+    db_bytes: Gauge,
+    revision: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let handled = Family::<HandledLabels, Counter>::default();
+        registry.register("grpc_server_handled", "RPCs completed on the server, by status", handled.clone());
+        let handling_seconds = Family::<RpcLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))) as fn() -> Histogram,
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Response latency of unary RPCs handled by the server",
+            handling_seconds.clone(),
+        );
+        let wal_fsync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL",
+            wal_fsync_seconds.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        Metrics {
+            has_leader: gauge(
+                &mut registry,
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                &mut registry,
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
+            term: gauge(&mut registry, "keel_raft_term", "The member's current Raft term"),
+            committed: gauge(
+                &mut registry,
+                "etcd_server_proposals_committed",
+                "The index of the last committed Raft entry",
+            ),
+            applied: gauge(&mut registry, "etcd_server_proposals_applied", "The index of the last applied Raft entry"),
+            db_bytes: gauge(
+                &mut registry,
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database in bytes",
+            ),
+            revision: gauge(&mut registry, "etcd_debugging_mvcc_current_revision", "The current revision of the store"),
+            registry,
+            handled,
+            handling_seconds,
+            wal_fsync_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition, with the gauges read from `status`.
+    pub fn render(&self, status: &MemberStatus) -> String {
+        let raft = &status.raft;
+        self.has_leader.set(i64::from(raft.leader != 0));
+        self.is_leader.set(i64::from(raft.leader == raft.id));
+        self.term.set(raft.term as i64);
+        self.committed.set(raft.commit as i64);
+        self.applied.set(raft.applied as i64);
+        self.db_bytes.set(status.db_size as i64);
+        self.revision.set(raft.revision);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String never fails");
+        text
+    }
+}

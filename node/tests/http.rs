@@ -1,0 +1,137 @@
+//! HTTP/1.1 on the client port, beside gRPC: `/health`, `/version`, `/metrics` and etcd's
+//! JSON gateway, spoken to with plain HTTP/1.1 requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{ok, Keel};
+
+/// Sends one request (closing the connection) and returns the status code and body; a
+/// streamed response is read for `read_for` and then cut.
+fn http(endpoint: &str, method: &str, path: &str, body: &str, read_for: Duration) -> (u16, String) {
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).expect("connects");
+    stream.set_read_timeout(Some(read_for)).expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("sent");
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8(response).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, body)
+}
+
+/// The payload of a chunked body (possibly cut short).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+const SHORT: Duration = Duration::from_secs(10);
+
+#[test]
+fn health_version_and_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let e = keel.endpoint.as_str();
+    assert_eq!(http(e, "GET", "/health", "", SHORT), (200, r#"{"health":"true"}"#.to_string()));
+    assert_eq!(http(e, "GET", "/version", "", SHORT).1, r#"{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}"#);
+    ok(e, &["put", "k", "v"]);
+    let (status, metrics) = http(e, "GET", "/metrics", "", SHORT);
+    assert_eq!(status, 200);
+    for line in [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        r#"grpc_server_handled_total{grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put",grpc_code="OK"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    let fsyncs = metrics.lines().find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count ")).unwrap();
+    assert!(fsyncs.parse::<u64>().unwrap() >= 2, "the put was synced");
+    let put_latency = r#"grpc_server_handling_seconds_bucket{le="+Inf",grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put"} 1"#;
+    assert!(metrics.lines().any(|l| l == put_latency), "no {put_latency:?}");
+    assert_eq!(http(e, "GET", "/nothing", "", SHORT).0, 404);
+}
+
+#[test]
+fn json_gateway() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let e = keel.endpoint.as_str();
+    let header = |revision: u32| {
+        let status = ok(e, &["endpoint", "status", "-w", "fields"]);
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(&format!("\"{name}\" : "))).expect("field").to_string()
+        };
+        format!(
+            r#""header":{{"cluster_id":"{}","member_id":"{}","revision":"{revision}","raft_term":"{}"}}"#,
+            field("ClusterID"),
+            field("MemberID"),
+            field("RaftTerm")
+        )
+    };
+    // "foo" and "bar" in base64.
+    let (status, put) = http(e, "POST", "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, SHORT);
+    assert_eq!((status, put), (200, format!("{{{}}}", header(2))));
+    let range = http(e, "POST", "/v3/kv/range", r#"{"key":"Zm9v"}"#, SHORT).1;
+    let kv = r#"{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}"#;
+    assert_eq!(range, format!(r#"{{{},"kvs":[{kv}],"count":"1"}}"#, header(2)));
+    let txn = r#"{"compare":[{"key":"Zm9v","result":"EQUAL","target":"VALUE","value":"YmFy"}],"success":[{"request_put":{"key":"Zm9v","value":"YmF6"}}]}"#;
+    let done = http(e, "POST", "/v3/kv/txn", txn, SHORT).1;
+    assert_eq!(
+        done,
+        format!(
+            r#"{{{},"succeeded":true,"responses":[{{"response_put":{{"header":{{"revision":"3"}}}}}}]}}"#,
+            header(3)
+        )
+    );
+    let lease = http(e, "POST", "/v3/lease/grant", r#"{"TTL":30}"#, SHORT).1;
+    assert!(lease.starts_with(&format!("{{{},\"ID\":\"", header(3))) && lease.ends_with(r#","TTL":"30"}"#), "{lease}");
+    let (status, error) = http(e, "POST", "/v3/kv/range", r#"{"key":""}"#, SHORT);
+    assert_eq!(status, 400);
+    assert_eq!(
+        error,
+        r#"{"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}"#
+    );
+    let deleted = http(e, "POST", "/v3/kv/deleterange", r#"{"key":"Zm9v","prev_kv":true}"#, SHORT).1;
+    assert!(
+        deleted.contains(r#""deleted":"1","prev_kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"3""#),
+        "{deleted}"
+    );
+
+    let watched =
+        http(e, "POST", "/v3/watch", r#"{"create_request":{"key":"Zm9v","start_revision":1}}"#, Duration::from_secs(2))
+            .1;
+    let lines: Vec<&str> = watched.lines().collect();
+    assert_eq!(lines.len(), 2, "{watched}");
+    assert_eq!(lines[0], format!(r#"{{"result":{{{},"created":true}}}}"#, header(4)));
+    assert!(
+        lines[1].contains(r#""events":[{"kv":"#)
+            && lines[1].contains(r#"{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"4"}}"#),
+        "{}",
+        lines[1]
+    );
+}
