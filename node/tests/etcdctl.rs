@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{err, etcdctl, ok, Keel};
+use common::{err, etcdctl, ok, wait_until, Keel};
 
 struct Member {
     keel: Keel,
@@ -147,4 +147,19 @@ fn acknowledged_writes_survive_kill_9() {
     keel.wait_serving();
     let all = ok(&keel.endpoint, &["get", "k", "--prefix", "--keys-only"]);
     assert_eq!(all.lines().filter(|l| !l.is_empty()).count(), 20);
+}
+
+#[test]
+fn auto_compaction_keeps_the_retention_period() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single_with(dir.path(), &["--auto-compaction-mode=periodic", "--auto-compaction-retention=2s"]);
+    let e = keel.endpoint.as_str();
+    ok(e, &["put", "k", "1"]);
+    ok(e, &["put", "k", "2"]);
+    assert_eq!(ok(e, &["get", "k", "--rev=2", "--print-value-only"]), "1\n");
+    wait_until(20, "revision 2 is compacted away", || {
+        String::from_utf8_lossy(&etcdctl(e, &["get", "k", "--rev=2"]).stderr)
+            .contains("required revision has been compacted")
+    });
+    assert_eq!(ok(e, &["get", "k", "--print-value-only"]), "2\n");
 }

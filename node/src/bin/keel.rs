@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
-use keel_node::server::{run, InitialMember, ServerConfig};
+use keel_node::server::{run, InitialMember, Retention, ServerConfig};
 use sha1::{Digest, Sha1};
 
 /// Whether the member founds a new cluster or joins a running one.
@@ -17,6 +17,15 @@ enum ClusterState {
     New,
     /// Join a running cluster this member was added to.
     Existing,
+}
+
+/// How auto-compaction reads its retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompactionMode {
+    /// Retention is a duration (`1h`, `30m`; a bare number means hours).
+    Periodic,
+    /// Retention is a number of revisions.
+    Revision,
 }
 
 /// A Keel member: etcd's v3 API over gRPC, replicated by Raft.
@@ -62,6 +71,12 @@ struct Flags {
     /// Largest request the server accepts, bytes.
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
+    /// Auto-compaction mode.
+    #[arg(long, value_enum, default_value = "periodic")]
+    auto_compaction_mode: CompactionMode,
+    /// History auto-compaction keeps: a duration or a revision count, by mode (0: off).
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// Interval of watch progress notifications (e.g. 10m, 30s, 500ms).
     #[arg(long, default_value = "10m", value_parser = parse_duration_ms)]
     experimental_watch_progress_notify_interval: u64,
@@ -125,6 +140,23 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok(number * scale)
 }
 
+/// The auto-compaction the flags ask for, if any.
+fn auto_compaction(mode: CompactionMode, retention: &str) -> Result<Option<Retention>, String> {
+    let bad = || format!("--auto-compaction-retention: {retention:?} is not valid for mode {mode:?}");
+    let retention = match mode {
+        CompactionMode::Revision => Retention::Revisions(retention.parse().map_err(|_| bad())?),
+        CompactionMode::Periodic => match retention.parse::<u64>() {
+            Ok(hours) => Retention::Periodic(hours * 3_600_000),
+            Err(_) => Retention::Periodic(parse_duration_ms(retention)?),
+        },
+    };
+    Ok(match retention {
+        Retention::Periodic(0) | Retention::Revisions(0) => None,
+        Retention::Revisions(n) if n < 0 => return Err(bad()),
+        retention => Some(retention),
+    })
+}
+
 fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
 }
@@ -183,6 +215,7 @@ fn server_config(flags: Flags) -> Result<ServerConfig, String> {
         snapshot_count: flags.snapshot_count,
         max_request_bytes: flags.max_request_bytes,
         watch_progress_ms: flags.experimental_watch_progress_notify_interval.max(1),
+        auto_compaction: auto_compaction(flags.auto_compaction_mode, &flags.auto_compaction_retention)?,
         cpu: flags.cpu,
         name: flags.name,
     })

@@ -20,6 +20,7 @@ use keel_raft::{ConfState, StateRole};
 use keel_storage::rocks::RocksBackend;
 use prost::Message as _;
 
+use super::compactor::AutoCompactor;
 use super::disk::FsDisk;
 use super::forward::{self, LeaseAnswer, LeaseCall};
 use crate::service::HeaderInfo;
@@ -163,6 +164,8 @@ enum Waiter {
     Client(oneshot::Sender<Result<Reply, EtcdError>>),
     /// A follower that forwarded a lease call.
     Peer { from: u64, call: u64 },
+    /// The member itself (auto-compaction).
+    Member,
 }
 
 /// A lease call this follower forwarded to the leader.
@@ -187,6 +190,7 @@ struct Actor {
     waiting: BTreeMap<u64, Waiter>,
     forwarded: BTreeMap<u64, Forwarded>,
     transfers: Vec<Transfer>,
+    compactor: Option<AutoCompactor>,
     watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>>,
     next_token: u64,
 }
@@ -273,6 +277,13 @@ impl Actor {
     fn tick(&mut self) {
         let now_ms = self.clock.now_ms();
         self.node.tick(now_ms);
+        let status = self.node.status();
+        let compact_to =
+            self.compactor.as_mut().and_then(|c| c.tick(now_ms, status.revision, status.role == StateRole::Leader));
+        if let Some(revision) = compact_to {
+            tracing::info!(revision, "auto-compacting");
+            self.request(Request::Compact { revision }, Waiter::Member);
+        }
         let expired: Vec<u64> =
             self.forwarded.iter().filter(|(_, f)| f.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
         for id in expired {
@@ -299,6 +310,11 @@ impl Actor {
                 let payload = LeaseAnswer::new(&result).encode_to_vec();
                 self.transport.send_frame(from, &Frame::Answer(Call { call, payload }));
             }
+            Some(Waiter::Member) => {
+                if let Err(e) = result {
+                    tracing::info!("auto-compaction failed: {e}");
+                }
+            }
             None => {}
         }
     }
@@ -323,6 +339,7 @@ impl Actor {
 pub async fn run(
     node: Node<FsDisk, RocksBackend>,
     transport: TcpTransport,
+    compactor: Option<AutoCompactor>,
     handle: NodeHandle,
     mut inputs: mpsc::UnboundedReceiver<Input>,
     clock: SystemClock,
@@ -334,6 +351,7 @@ pub async fn run(
         waiting: BTreeMap::new(),
         forwarded: BTreeMap::new(),
         transfers: Vec::new(),
+        compactor,
         watch_streams: BTreeMap::new(),
         next_token: 0,
     };

@@ -3,6 +3,7 @@
 //! etcd's gRPC API over HTTP/2 on TCP.
 
 mod actor;
+mod compactor;
 mod disk;
 mod forward;
 mod gateway;
@@ -33,6 +34,7 @@ use keel_net::{Frame, Hello};
 use crate::service::HeaderInfo;
 use crate::{Node, NodeConfig};
 use actor::SystemClock;
+pub use compactor::Retention;
 use members::Members;
 use metrics::Metrics;
 
@@ -80,6 +82,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Interval of watch progress notifications.
     pub watch_progress_ms: u64,
+    /// History auto-compaction keeps (None: no auto-compaction).
+    pub auto_compaction: Option<Retention>,
     /// Core to pin the executor to.
     pub cpu: Option<usize>,
     /// Set (by a signal handler) to stop the member cleanly.
@@ -208,5 +212,6 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
         })
         .detach();
     }
-    actor::run(node, transport, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
+    let compactor = config.auto_compaction.map(compactor::AutoCompactor::new);
+    actor::run(node, transport, compactor, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
 }

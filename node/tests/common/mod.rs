@@ -68,14 +68,20 @@ impl Keel {
 
     /// A single-member cluster on free ports, serving once this returns.
     pub fn single(dir: &Path) -> Keel {
+        Keel::single_with(dir, &[])
+    }
+
+    /// [`Keel::single`] with extra flags.
+    pub fn single_with(dir: &Path, extra: &[&str]) -> Keel {
         let endpoint = format!("http://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
-        let args = vec![
+        let mut args = vec![
             format!("--listen-client-urls={endpoint}"),
             format!("--advertise-client-urls={endpoint}"),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let keel = Keel::spawn(&dir.join("data"), endpoint, args);
         keel.wait_serving();
         keel
