@@ -100,6 +100,9 @@ pub enum EtcdError {
     /// The server is stopping.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// The store outgrew its quota (NOSPACE alarm).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// MoveLeader to a member that cannot lead.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
@@ -110,7 +113,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// Every error, for looking one up by its message.
-    pub const ALL: [EtcdError; 20] = {
+    pub const ALL: [EtcdError; 21] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -133,6 +136,7 @@ impl EtcdError {
             Stopped,
             BadLeaderTransferee,
             LeaderTransferTimeout,
+            NoSpace,
         ]
     };
 
@@ -148,6 +152,7 @@ impl EtcdError {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | RequestTooLarge
             | InvalidSortOption => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace => Code::ResourceExhausted,
             LeaseNotFound => Code::NotFound,
             LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped | LeaderTransferTimeout => Code::Unavailable,

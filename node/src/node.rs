@@ -33,11 +33,17 @@ use prost::Message as _;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::proposal::{LeaseGrant, LeaseRevoke, Op, Proposal, Reply, Request, Response};
+use crate::proposal::{
+    alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, Op, Proposal, Reply, Request, Response,
+};
 use crate::validate;
 use crate::watch::{WatchCreate, WatchHub, WatchResponse};
 
 const META_CONF_STATE: &[u8] = b"conf_state";
+const META_ALARMS: &[u8] = b"alarms";
+
+/// etcd's default `--quota-backend-bytes`: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
 /// Static configuration of a node.
 #[derive(Debug, Clone)]
@@ -64,6 +70,8 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// Interval of the progress notifications watchers may ask for.
     pub watch_progress_ms: u64,
+    /// Largest store size writes may grow it to (etcd's `--quota-backend-bytes`).
+    pub quota_bytes: u64,
     /// Report every applied entry in [`Output::applied`] (for the simulator's checkers).
     pub record_applied: bool,
     /// Bugs planted on purpose (empty in production).
@@ -85,6 +93,7 @@ impl NodeConfig {
             request_timeout_ms: 7_000,
             max_request_bytes: validate::MAX_REQUEST_BYTES,
             watch_progress_ms: 10 * 60 * 1000,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
             record_applied: false,
             plants: Plants::default(),
         }
@@ -196,6 +205,8 @@ pub struct Node<D: Disk, B: Backend> {
     /// Leases this leader found expired and proposed to revoke: never renewed again (a
     /// keep-alive racing the revoke must not be acknowledged).
     revoking: BTreeSet<i64>,
+    /// Active alarms (replicated state, kept in the store's meta table).
+    alarms: BTreeSet<(u64, i32)>,
     /// When the next round of watch progress notifications is due.
     next_watch_progress_ms: u64,
     /// A store failure met outside `process`, reported by the next `process`.
@@ -222,6 +233,28 @@ fn mvcc_error(e: MvccError) -> Result<EtcdError, NodeError> {
 fn take_expired<T>(pending: &mut BTreeMap<u64, T>, now_ms: u64, deadline: impl Fn(&T) -> u64) -> Vec<T> {
     let expired: Vec<u64> = pending.iter().filter(|(_, p)| deadline(p) <= now_ms).map(|(&id, _)| id).collect();
     expired.into_iter().filter_map(|id| pending.remove(&id)).collect()
+}
+
+/// The active alarms recorded in the store.
+fn load_alarms<B: Backend>(kv: &KvStore<B>) -> Result<BTreeSet<(u64, i32)>, NodeError> {
+    let Some(bytes) = keel_storage::mvcc::get_meta(kv, META_ALARMS)? else { return Ok(BTreeSet::new()) };
+    let active: ActiveAlarms = decode(&bytes, "alarms")?;
+    Ok(active.alarms.iter().map(|a| (a.member_id, a.alarm)).collect())
+}
+
+/// The alarms of `active` as the store and the Alarm call list them.
+fn alarm_list(active: &BTreeSet<(u64, i32)>) -> Vec<AlarmChange> {
+    active.iter().map(|&(member_id, alarm)| AlarmChange { member_id, alarm, activate: true }).collect()
+}
+
+/// Whether a transaction may write (either branch, nested ones included).
+fn txn_writes(txn: &keel_storage::mvcc::TxnRequest) -> bool {
+    use keel_storage::mvcc::Request as TxnOp;
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(TxnOp::Put(_)) | Some(TxnOp::DeleteRange(_)) => true,
+        Some(TxnOp::Txn(nested)) => txn_writes(nested),
+        Some(TxnOp::Range(_)) | None => false,
+    })
 }
 
 /// The first entries of a new cluster's log: its initial voters, committed in term 1.
@@ -292,6 +325,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let raft_rng = ChaCha8Rng::from_rng(&mut rng).expect("a ChaCha8Rng never fails");
         let raw = RawNode::new(raft_config, log, raft_rng);
         let id_prefix = (config.id & 0xffff) << 48 | (rng.next_u64() & 0xffff) << 32;
+        let alarms = load_alarms(&kv)?;
         Ok(Node {
             watches: WatchHub::new(config.plants.has(Plant::SkipWatchEvent)),
             config,
@@ -306,6 +340,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             reads: BTreeMap::new(),
             snapshot_index,
             revoking: BTreeSet::new(),
+            alarms,
             next_watch_progress_ms: 0,
             fatal: None,
             out: Output::default(),
@@ -330,6 +365,24 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Current membership.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// Active alarms: `(member id, alarm type)`.
+    pub fn alarms(&self) -> impl Iterator<Item = (u64, i32)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Whether `request` would grow the store past its quota (etcd's check: the store's size
+    /// plus the request's); such a request raises the NOSPACE alarm and is refused.
+    fn over_quota(&self, request: &Request) -> bool {
+        let cost = match request {
+            Request::Put(p) => p.encoded_len(),
+            Request::Txn(t) => t.encoded_len(),
+            Request::LeaseGrant { .. } => 0,
+            _ => return false,
+        } as u64
+            + 64;
+        self.kv.backend().size_bytes() + cost > self.config.quota_bytes
     }
 
     /// Where the node stands.
@@ -460,6 +513,13 @@ impl<D: Disk, B: Backend> Node<D, B> {
         if let Err(e) = checked {
             return self.reply(token, Err(e));
         }
+        if self.over_quota(&request) {
+            if !self.alarms.contains(&(self.config.id, alarm::NOSPACE)) {
+                let raise = AlarmChange { member_id: self.config.id, alarm: alarm::NOSPACE, activate: true };
+                self.propose(None, Op::Alarm(raise), now_ms);
+            }
+            return self.reply(token, Err(EtcdError::NoSpace));
+        }
         match request {
             Request::Range(r) if r.serializable || self.planted(Plant::ReadWithoutReadIndex) => {
                 let result = self.serve_range(&r);
@@ -502,6 +562,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 let response = Response::LeaseLeases(self.kv.lessor().ids());
                 self.reply(token, Ok(Reply { revision: self.kv.current_revision(), response }));
             }
+            Request::AlarmList => {
+                let response = Response::Alarms(alarm_list(&self.alarms));
+                self.reply(token, Ok(Reply { revision: self.kv.current_revision(), response }));
+            }
+            Request::Alarm(change) => self.propose(Some(token), Op::Alarm(change), now_ms),
             Request::ConfChange(mut cc) => {
                 let id = self.next_proposal_id();
                 cc.context = id.to_be_bytes().to_vec();
@@ -630,6 +695,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         backend::restore(self.kv.backend_mut(), &snapshot.data).map_err(MvccError::from)?;
         self.kv.backend_mut().sync().map_err(MvccError::from)?;
         self.kv.reload()?;
+        self.alarms = load_alarms(&self.kv)?;
         self.conf_state = snapshot.conf_state();
         self.snapshot_index = snapshot.index();
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
@@ -668,6 +734,22 @@ impl<D: Disk, B: Backend> Node<D, B> {
             return Ok(());
         }
         let proposal: Proposal = decode(&entry.data, "proposal")?;
+        let capped = self.alarms.iter().any(|&(_, kind)| kind == alarm::NOSPACE);
+        let refused = capped
+            && match &proposal.op {
+                Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
+                Some(Op::Txn(t)) => txn_writes(t),
+                _ => false,
+            };
+        if refused {
+            // etcd's capped applier: the entry applies as a no-op and its client hears why.
+            let committed = self.kv.begin(entry.index).commit()?;
+            if let Some(p) = self.proposals.remove(&proposal.id) {
+                self.reply(p.token, Err(EtcdError::NoSpace));
+            }
+            self.record(entry, committed.revision, Vec::new(), None);
+            return Ok(());
+        }
         let leader_now = (self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock)).then_some(now_ms);
         let mut apply = self.kv.begin(entry.index);
         let mut expired_lease = None;
@@ -685,6 +767,12 @@ impl<D: Disk, B: Backend> Node<D, B> {
                     expired_lease = Some(r.id);
                 }
                 revoked.map(|()| Response::LeaseRevoke)
+            }
+            Some(Op::Alarm(change)) => {
+                let key = (change.member_id, change.alarm);
+                let changed = if change.activate { self.alarms.insert(key) } else { self.alarms.remove(&key) };
+                apply.put_meta(META_ALARMS, ActiveAlarms { alarms: alarm_list(&self.alarms) }.encode_to_vec());
+                Ok(Response::Alarms(if changed { vec![change] } else { Vec::new() }))
             }
             None => return Err(NodeError::Corrupt(format!("entry {} has no operation", entry.index))),
         };

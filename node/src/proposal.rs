@@ -16,7 +16,7 @@ pub struct Proposal {
     #[prost(uint64, tag = "1")]
     pub id: u64,
     /// The write.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub op: Option<Op>,
 }
 
@@ -41,6 +41,39 @@ pub enum Op {
     /// Revoke a lease.
     #[prost(message, tag = "7")]
     LeaseRevoke(LeaseRevoke),
+    /// Raise or clear an alarm.
+    #[prost(message, tag = "8")]
+    Alarm(AlarmChange),
+}
+
+/// etcd's alarm types.
+pub mod alarm {
+    /// The store outgrew `--quota-backend-bytes`: writes are refused until disarmed.
+    pub const NOSPACE: i32 = 1;
+    /// A replica's data diverged.
+    pub const CORRUPT: i32 = 2;
+}
+
+/// Raise (`activate`) or clear an alarm of a member.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
+pub struct AlarmChange {
+    /// The member the alarm is about.
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// Its type (see [`alarm`]).
+    #[prost(int32, tag = "2")]
+    pub alarm: i32,
+    /// Raise it (clear it otherwise).
+    #[prost(bool, tag = "3")]
+    pub activate: bool,
+}
+
+/// The active alarms, as the store keeps them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ActiveAlarms {
+    /// Each raised alarm.
+    #[prost(message, repeated, tag = "1")]
+    pub alarms: Vec<AlarmChange>,
 }
 
 /// Grant lease `id` with `ttl` seconds.
@@ -109,6 +142,10 @@ pub enum Request {
     LeaseLeases,
     /// Change the membership.
     ConfChange(ConfChange),
+    /// The active alarms.
+    AlarmList,
+    /// Raise or clear an alarm.
+    Alarm(AlarmChange),
 }
 
 /// A successful answer, with the store revision it was served at.
@@ -164,4 +201,6 @@ pub enum Response {
     LeaseLeases(Vec<i64>),
     /// Membership after the change.
     ConfChange(ConfState),
+    /// Alarms: all active ones (list), or the one raised or cleared (empty if nothing changed).
+    Alarms(Vec<AlarmChange>),
 }

@@ -9,7 +9,7 @@ use keel_api::grpc::{decode, Method, Status};
 use keel_api::Code;
 use prost::Message;
 
-use crate::proposal::{Reply, Request, Response};
+use crate::proposal::{AlarmChange, Reply, Request, Response};
 
 /// Re-reads a message as another type with the same field numbers.
 pub(crate) fn recode<B: Message + Default>(from: &impl Message) -> B {
@@ -63,6 +63,15 @@ pub fn unary_request(method: Method, body: &[u8]) -> Option<Result<Request, Stat
             decode::<pb::LeaseTimeToLiveRequest>(body).map(|r| Request::LeaseTimeToLive { id: r.id, keys: r.keys })
         }
         Method::LeaseLeases => decode::<pb::LeaseLeasesRequest>(body).map(|_| Request::LeaseLeases),
+        Method::Alarm => decode::<pb::AlarmRequest>(body).map(|r| {
+            use pb::alarm_request::AlarmAction;
+            let change = |activate| AlarmChange { member_id: r.member_id, alarm: r.alarm, activate };
+            match AlarmAction::try_from(r.action) {
+                Ok(AlarmAction::Activate) => Request::Alarm(change(true)),
+                Ok(AlarmAction::Deactivate) => Request::Alarm(change(false)),
+                Ok(AlarmAction::Get) | Err(_) => Request::AlarmList,
+            }
+        }),
         _ => return None,
     };
     Some(request)
@@ -96,6 +105,10 @@ pub fn unary_response(reply: &Reply, info: &HeaderInfo) -> Result<Vec<u8>, Statu
         Response::LeaseLeases(ids) => {
             pb::LeaseLeasesResponse { header, leases: ids.iter().map(|&id| pb::LeaseStatus { id }).collect() }
                 .encode_to_vec()
+        }
+        Response::Alarms(alarms) => {
+            let alarms = alarms.iter().map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm }).collect();
+            pb::AlarmResponse { header, alarms }.encode_to_vec()
         }
         Response::ConfChange(_) => {
             return Err(Status::new(Code::Internal, "membership replies are built by the cluster service"))

@@ -163,3 +163,25 @@ fn auto_compaction_keeps_the_retention_period() {
     });
     assert_eq!(ok(e, &["get", "k", "--print-value-only"]), "2\n");
 }
+
+#[test]
+fn quota_raises_nospace_and_refuses_writes_until_disarmed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single_with(dir.path(), &["--quota-backend-bytes=1500000"]);
+    let e = keel.endpoint.as_str();
+    let value = "x".repeat(100_000);
+    let refused = (0..40).find_map(|i| {
+        let out = etcdctl(e, &["put", &format!("k{i}"), &value]);
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    assert!(refused.expect("the quota is reached").contains("etcdserver: mvcc: database space exceeded"));
+    let alarms = ok(e, &["alarm", "list"]);
+    let id = ok(e, &["endpoint", "status"]).split(", ").nth(1).expect("member id").to_string();
+    let member = u64::from_str_radix(&id, 16).expect("hex id");
+    assert_eq!(alarms.trim_end(), format!("memberID:{member} alarm:NOSPACE"));
+    assert!(err(e, &["put", "small", "v"]).contains("database space exceeded"), "writes are refused");
+    assert_eq!(ok(e, &["get", "k0", "--keys-only"]), "k0\n\n", "reads are served");
+    assert_eq!(ok(e, &["del", "k0"]), "1\n", "deletes are served");
+    assert_eq!(ok(e, &["alarm", "disarm"]).trim_end(), format!("memberID:{member} alarm:NOSPACE"));
+    assert_eq!(ok(e, &["alarm", "list"]), "");
+}

@@ -76,11 +76,12 @@ impl Backend for RocksBackend {
     }
 
     fn size_bytes(&self) -> u64 {
+        let property =
+            |table: Table, name: &str| self.db.property_int_value_cf(self.cf(table), name).ok().flatten().unwrap_or(0);
         Table::ALL
             .iter()
-            .filter_map(|t| self.db.property_int_value_cf(self.cf(*t), "rocksdb.total-sst-files-size").ok().flatten())
-            .sum::<u64>()
-            + self.db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0)
+            .map(|&t| property(t, "rocksdb.total-sst-files-size") + property(t, "rocksdb.cur-size-all-mem-tables"))
+            .sum()
     }
 
     fn defragment(&mut self) -> Result<()> {

@@ -71,6 +71,10 @@ struct Flags {
     /// Largest request the server accepts, bytes.
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
+    /// Largest size the store may grow to, bytes (0: etcd's default, 2 GiB); beyond it the
+    /// NOSPACE alarm is raised and writes are refused.
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
     /// Auto-compaction mode.
     #[arg(long, value_enum, default_value = "periodic")]
     auto_compaction_mode: CompactionMode,
@@ -215,6 +219,10 @@ fn server_config(flags: Flags) -> Result<ServerConfig, String> {
         snapshot_count: flags.snapshot_count,
         max_request_bytes: flags.max_request_bytes,
         watch_progress_ms: flags.experimental_watch_progress_notify_interval.max(1),
+        quota_bytes: match flags.quota_backend_bytes {
+            0 => keel_node::DEFAULT_QUOTA_BYTES,
+            bytes => bytes,
+        },
         auto_compaction: auto_compaction(flags.auto_compaction_mode, &flags.auto_compaction_retention)?,
         cpu: flags.cpu,
         name: flags.name,

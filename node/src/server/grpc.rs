@@ -156,8 +156,6 @@ async fn member_call(
         Method::AuthStatus => decode::<pb::AuthStatusRequest>(message).map(|_| {
             pb::AuthStatusResponse { header: Some(info.header(0)), enabled: false, auth_revision: 0 }.encode_to_vec()
         }),
-        Method::Alarm => decode::<pb::AlarmRequest>(message)
-            .map(|_| pb::AlarmResponse { header: Some(info.header(0)), alarms: Vec::new() }.encode_to_vec()),
         Method::Status => match decode::<pb::StatusRequest>(message) {
             Err(status) => Err(status),
             Ok(_) => match node.status().await {

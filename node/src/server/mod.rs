@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Interval of watch progress notifications.
     pub watch_progress_ms: u64,
+    /// Largest store size writes may reach.
+    pub quota_bytes: u64,
     /// History auto-compaction keeps (None: no auto-compaction).
     pub auto_compaction: Option<Retention>,
     /// Core to pin the executor to.
@@ -145,6 +147,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     node_config.snapshot_catchup_entries = config.snapshot_count.min(5_000);
     node_config.max_request_bytes = config.max_request_bytes;
     node_config.watch_progress_ms = config.watch_progress_ms;
+    node_config.quota_bytes = config.quota_bytes;
     let clock = SystemClock(Instant::now());
     let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
     let members = Rc::new(Members::default());
