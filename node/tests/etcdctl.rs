@@ -96,6 +96,7 @@ fn etcdctl_cluster_and_maintenance() {
     assert_eq!(fields[4], e, "client URL");
     assert_eq!(fields[5], "false", "not a learner");
     assert_eq!(ok(e, &["alarm", "list"]), "");
+    assert_eq!((ok(e, &["user", "list"]), ok(e, &["role", "list"])), (String::new(), String::new()));
     let id = fields[0];
 
     // etcdctl sends the endpoint URL as :authority on these calls.

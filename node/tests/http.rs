@@ -69,6 +69,8 @@ fn health_version_and_metrics() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
+    let resident = metrics.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).unwrap();
+    assert!(resident.parse::<u64>().unwrap() > 1 << 20, "etcdctl check datascale reads this");
     let fsyncs = metrics.lines().find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count ")).unwrap();
     assert!(fsyncs.parse::<u64>().unwrap() >= 2, "the put was synced");
     let put_latency = r#"grpc_server_handling_seconds_bucket{le="+Inf",grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put"} 1"#;

@@ -153,6 +153,12 @@ async fn member_call(
                 Err(e) => Err(Status::from(&e)),
             },
         },
+        // Keel has no users or roles yet (authentication is not implemented): the lists are
+        // empty, as etcd's are before any user is added.
+        Method::UserList => decode::<pb::AuthUserListRequest>(message)
+            .map(|_| pb::AuthUserListResponse { header: Some(info.current()), users: Vec::new() }.encode_to_vec()),
+        Method::RoleList => decode::<pb::AuthRoleListRequest>(message)
+            .map(|_| pb::AuthRoleListResponse { header: Some(info.current()), roles: Vec::new() }.encode_to_vec()),
         Method::AuthStatus => decode::<pb::AuthStatusRequest>(message).map(|_| {
             pb::AuthStatusResponse { header: Some(info.header(0)), enabled: false, auth_revision: 0 }.encode_to_vec()
         }),

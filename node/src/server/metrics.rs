@@ -52,6 +52,7 @@ pub struct Metrics {
     applied: Gauge,
     db_bytes: Gauge,
     revision: Gauge,
+    resident_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,12 +103,21 @@ impl Default for Metrics {
                 "Total size of the underlying database in bytes",
             ),
             revision: gauge(&mut registry, "etcd_debugging_mvcc_current_revision", "The current revision of the store"),
+            resident_bytes: gauge(&mut registry, "process_resident_memory_bytes", "Resident memory size in bytes"),
             registry,
             handled,
             handling_seconds,
             wal_fsync_seconds,
         }
     }
+}
+
+/// The process's resident set size, from `VmRSS` in `/proc/self/status` (in kB).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Metrics {
@@ -121,6 +131,7 @@ impl Metrics {
         self.applied.set(raft.applied as i64);
         self.db_bytes.set(status.db_size as i64);
         self.revision.set(raft.revision);
+        self.resident_bytes.set(resident_bytes().unwrap_or(0) as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String never fails");
         text
