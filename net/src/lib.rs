@@ -40,8 +40,7 @@ pub enum WireError {
     Decode(#[from] prost::DecodeError),
 }
 
-/// The first frame on every peer connection: who is calling, from which cluster, and how its
-/// clients reach it.
+/// The first frame on every peer connection: who is calling, and from which cluster.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Hello {
     /// The cluster the sender belongs to; a connection from another cluster is refused.
@@ -50,12 +49,6 @@ pub struct Hello {
     /// The sender's member id.
     #[prost(uint64, tag = "2")]
     pub member_id: u64,
-    /// The sender's name.
-    #[prost(string, tag = "3")]
-    pub name: String,
-    /// The sender's advertised client URLs.
-    #[prost(string, repeated, tag = "4")]
-    pub client_urls: Vec<String>,
 }
 
 /// A request one member asks another to serve (a follower forwarding to the leader what
@@ -154,7 +147,7 @@ mod tests {
         let frame = encode(&msg);
         assert_eq!(decode(&frame).unwrap(), msg);
         assert_eq!(Frame::decode(&frame).unwrap(), Frame::Raft(msg));
-        let hello = Frame::Hello(Hello { cluster_id: 7, member_id: 9, name: "a".into(), client_urls: vec![] });
+        let hello = Frame::Hello(Hello { cluster_id: 7, member_id: 9 });
         assert_eq!(Frame::decode(&hello.encode()).unwrap(), hello);
         let answer = Frame::Answer(Call { call: 4, payload: b"p".to_vec() });
         assert_eq!(Frame::decode(&answer.encode()).unwrap(), answer);

@@ -13,7 +13,10 @@ pub mod validate;
 mod watch;
 
 pub use node::{Applied, Node, NodeConfig, NodeError, Output, Status, DEFAULT_QUOTA_BYTES};
-pub use proposal::{alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, Op, Proposal, Reply, Request, Response};
+pub use proposal::{
+    alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, MemberAttributes, Op, Proposal, PublishedMembers, Reply,
+    Request, Response,
+};
 pub use watch::{WatchCreate, WatchHub, WatchResponse};
 
 /// The node's only source of time: milliseconds on this node's clock, which may be offset

@@ -34,13 +34,15 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proposal::{
-    alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, Op, Proposal, Reply, Request, Response,
+    alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, MemberAttributes, Op, Proposal, PublishedMembers, Reply,
+    Request, Response,
 };
 use crate::validate;
 use crate::watch::{WatchCreate, WatchHub, WatchResponse};
 
 const META_CONF_STATE: &[u8] = b"conf_state";
 const META_ALARMS: &[u8] = b"alarms";
+const META_MEMBERS: &[u8] = b"members";
 
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
@@ -207,6 +209,8 @@ pub struct Node<D: Disk, B: Backend> {
     revoking: BTreeSet<i64>,
     /// Active alarms (replicated state, kept in the store's meta table).
     alarms: BTreeSet<(u64, i32)>,
+    /// Members' published attributes by id (replicated state, kept in the meta table).
+    published: BTreeMap<u64, MemberAttributes>,
     /// When the next round of watch progress notifications is due.
     next_watch_progress_ms: u64,
     /// A store failure met outside `process`, reported by the next `process`.
@@ -240,6 +244,13 @@ fn load_alarms<B: Backend>(kv: &KvStore<B>) -> Result<BTreeSet<(u64, i32)>, Node
     let Some(bytes) = keel_storage::mvcc::get_meta(kv, META_ALARMS)? else { return Ok(BTreeSet::new()) };
     let active: ActiveAlarms = decode(&bytes, "alarms")?;
     Ok(active.alarms.iter().map(|a| (a.member_id, a.alarm)).collect())
+}
+
+/// The members' attributes recorded in the store.
+fn load_published<B: Backend>(kv: &KvStore<B>) -> Result<BTreeMap<u64, MemberAttributes>, NodeError> {
+    let Some(bytes) = keel_storage::mvcc::get_meta(kv, META_MEMBERS)? else { return Ok(BTreeMap::new()) };
+    let published: PublishedMembers = decode(&bytes, "published members")?;
+    Ok(published.members.into_iter().map(|m| (m.member_id, m)).collect())
 }
 
 /// The alarms of `active` as the store and the Alarm call list them.
@@ -326,6 +337,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let raw = RawNode::new(raft_config, log, raft_rng);
         let id_prefix = (config.id & 0xffff) << 48 | (rng.next_u64() & 0xffff) << 32;
         let alarms = load_alarms(&kv)?;
+        let published = load_published(&kv)?;
         Ok(Node {
             watches: WatchHub::new(config.plants.has(Plant::SkipWatchEvent)),
             config,
@@ -341,6 +353,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             snapshot_index,
             revoking: BTreeSet::new(),
             alarms,
+            published,
             next_watch_progress_ms: 0,
             fatal: None,
             out: Output::default(),
@@ -365,6 +378,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Current membership.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// What each member published about itself, by member id.
+    pub fn published_members(&self) -> &BTreeMap<u64, MemberAttributes> {
+        &self.published
     }
 
     /// Active alarms: `(member id, alarm type)`.
@@ -567,6 +585,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 self.reply(token, Ok(Reply { revision: self.kv.current_revision(), response }));
             }
             Request::Alarm(change) => self.propose(Some(token), Op::Alarm(change), now_ms),
+            Request::Publish(attributes) => self.propose(Some(token), Op::Publish(attributes), now_ms),
             Request::ConfChange(mut cc) => {
                 let id = self.next_proposal_id();
                 cc.context = id.to_be_bytes().to_vec();
@@ -696,6 +715,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.kv.backend_mut().sync().map_err(MvccError::from)?;
         self.kv.reload()?;
         self.alarms = load_alarms(&self.kv)?;
+        self.published = load_published(&self.kv)?;
         self.conf_state = snapshot.conf_state();
         self.snapshot_index = snapshot.index();
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
@@ -773,6 +793,12 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 let changed = if change.activate { self.alarms.insert(key) } else { self.alarms.remove(&key) };
                 apply.put_meta(META_ALARMS, ActiveAlarms { alarms: alarm_list(&self.alarms) }.encode_to_vec());
                 Ok(Response::Alarms(if changed { vec![change] } else { Vec::new() }))
+            }
+            Some(Op::Publish(attributes)) => {
+                self.published.insert(attributes.member_id, attributes);
+                let members = PublishedMembers { members: self.published.values().cloned().collect() };
+                apply.put_meta(META_MEMBERS, members.encode_to_vec());
+                Ok(Response::Published)
             }
             None => return Err(NodeError::Corrupt(format!("entry {} has no operation", entry.index))),
         };

@@ -16,7 +16,7 @@ pub struct Proposal {
     #[prost(uint64, tag = "1")]
     pub id: u64,
     /// The write.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub op: Option<Op>,
 }
 
@@ -44,6 +44,32 @@ pub enum Op {
     /// Raise or clear an alarm.
     #[prost(message, tag = "8")]
     Alarm(AlarmChange),
+    /// A member's name and client URLs, published by the member itself.
+    #[prost(message, tag = "9")]
+    Publish(MemberAttributes),
+}
+
+/// What a member publishes about itself through Raft (as etcd does), so that every member
+/// can list it even while it is down.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberAttributes {
+    /// The member.
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// Its name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Where its clients reach it.
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
+}
+
+/// Every member's published attributes, as the store keeps them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PublishedMembers {
+    /// One entry per member that published.
+    #[prost(message, repeated, tag = "1")]
+    pub members: Vec<MemberAttributes>,
 }
 
 /// etcd's alarm types.
@@ -146,6 +172,8 @@ pub enum Request {
     AlarmList,
     /// Raise or clear an alarm.
     Alarm(AlarmChange),
+    /// Publish this member's attributes.
+    Publish(MemberAttributes),
 }
 
 /// A successful answer, with the store revision it was served at.
@@ -203,4 +231,6 @@ pub enum Response {
     ConfChange(ConfState),
     /// Alarms: all active ones (list), or the one raised or cleared (empty if nothing changed).
     Alarms(Vec<AlarmChange>),
+    /// Attributes published.
+    Published,
 }

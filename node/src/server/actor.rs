@@ -24,7 +24,7 @@ use super::compactor::AutoCompactor;
 use super::disk::FsDisk;
 use super::forward::{self, LeaseAnswer, LeaseCall};
 use crate::service::HeaderInfo;
-use crate::{Clock, Node, NodeError, Reply, Request, Status, WatchCreate, WatchResponse};
+use crate::{Clock, MemberAttributes, Node, NodeError, Reply, Request, Status, WatchCreate, WatchResponse};
 
 /// Monotonic milliseconds since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,8 @@ pub struct MemberStatus {
     pub db_size: u64,
     /// Current membership.
     pub conf_state: ConfState,
+    /// What each member published about itself.
+    pub published: BTreeMap<u64, MemberAttributes>,
 }
 
 /// How the gRPC handlers reach the actor.
@@ -164,7 +166,7 @@ enum Waiter {
     Client(oneshot::Sender<Result<Reply, EtcdError>>),
     /// A follower that forwarded a lease call.
     Peer { from: u64, call: u64 },
-    /// The member itself (auto-compaction).
+    /// The member itself (auto-compaction, publishing its attributes).
     Member,
 }
 
@@ -191,6 +193,11 @@ struct Actor {
     forwarded: BTreeMap<u64, Forwarded>,
     transfers: Vec<Transfer>,
     compactor: Option<AutoCompactor>,
+    /// What this member publishes about itself, and when it may try (again).
+    attributes: MemberAttributes,
+    next_publish_ms: u64,
+    /// Told once the attributes are applied: the member is ready to serve clients.
+    ready: Option<oneshot::Sender<()>>,
     watch_streams: BTreeMap<u64, mpsc::UnboundedSender<WatchResponse>>,
     next_token: u64,
 }
@@ -260,6 +267,20 @@ impl Actor {
         let _ = reply_to.send(result);
     }
 
+    fn published(&self) -> bool {
+        self.node.published_members().get(&self.attributes.member_id) == Some(&self.attributes)
+    }
+
+    /// Publishes this member's name and client URLs through Raft until they are applied, as
+    /// etcd does on start (retrying once a request could have timed out).
+    fn publish(&mut self, now_ms: u64) {
+        if self.published() || now_ms < self.next_publish_ms || self.node.status().leader == 0 {
+            return;
+        }
+        self.next_publish_ms = now_ms + self.node.config().request_timeout_ms;
+        self.request(Request::Publish(self.attributes.clone()), Waiter::Member);
+    }
+
     /// Answers the MoveLeader calls whose transfer finished or ran out of time.
     fn settle_transfers(&mut self) {
         let (leader, now_ms) = (self.node.status().leader, self.clock.now_ms());
@@ -284,6 +305,7 @@ impl Actor {
             tracing::info!(revision, "auto-compacting");
             self.request(Request::Compact { revision }, Waiter::Member);
         }
+        self.publish(now_ms);
         let expired: Vec<u64> =
             self.forwarded.iter().filter(|(_, f)| f.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
         for id in expired {
@@ -298,6 +320,7 @@ impl Actor {
             raft: self.node.status(),
             db_size: keel_storage::backend::Backend::size_bytes(self.node.store().backend()),
             conf_state: self.node.conf_state().clone(),
+            published: self.node.published_members().clone(),
         }
     }
 
@@ -312,7 +335,7 @@ impl Actor {
             }
             Some(Waiter::Member) => {
                 if let Err(e) = result {
-                    tracing::info!("auto-compaction failed: {e}");
+                    tracing::info!("the member's own request failed: {e}");
                 }
             }
             None => {}
@@ -335,15 +358,26 @@ impl Actor {
     }
 }
 
+/// What the member does on its own, besides answering requests.
+pub struct Duties {
+    /// Auto-compaction, if configured.
+    pub compactor: Option<AutoCompactor>,
+    /// The name and client URLs it publishes.
+    pub attributes: MemberAttributes,
+    /// Told once they are published: clients may be served.
+    pub ready: oneshot::Sender<()>,
+}
+
 /// Runs the node until its inputs close, it is stopped, or it fails.
 pub async fn run(
     node: Node<FsDisk, RocksBackend>,
     transport: TcpTransport,
-    compactor: Option<AutoCompactor>,
+    duties: Duties,
     handle: NodeHandle,
     mut inputs: mpsc::UnboundedReceiver<Input>,
     clock: SystemClock,
 ) -> Result<(), NodeError> {
+    let Duties { compactor, attributes, ready } = duties;
     let mut actor = Actor {
         node,
         transport,
@@ -352,6 +386,9 @@ pub async fn run(
         forwarded: BTreeMap::new(),
         transfers: Vec::new(),
         compactor,
+        attributes,
+        next_publish_ms: 0,
+        ready: Some(ready),
         watch_streams: BTreeMap::new(),
         next_token: 0,
     };
@@ -410,6 +447,9 @@ pub async fn run(
             actor.answer(token, result);
         }
         actor.settle_transfers();
+        if actor.ready.is_some() && actor.published() {
+            let _ = actor.ready.take().expect("checked").send(());
+        }
         for response in output.watch {
             if let Some(to) = actor.watch_streams.get(&response.stream) {
                 let _ = to.unbounded_send(response);

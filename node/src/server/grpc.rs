@@ -147,7 +147,7 @@ async fn member_call(
             Err(status) => Err(status),
             Ok(_) => match node.status().await {
                 Ok(s) => {
-                    let members = members.list(&s.conf_state);
+                    let members = members.list(&s.conf_state, &s.published);
                     Ok(pb::MemberListResponse { header: Some(info.header(0)), members }.encode_to_vec())
                 }
                 Err(e) => Err(Status::from(&e)),

@@ -150,21 +150,16 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     node_config.quota_bytes = config.quota_bytes;
     let clock = SystemClock(Instant::now());
     let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
-    let members = Rc::new(Members::default());
+    let mut members = Members::default();
     let mut peers = std::collections::BTreeMap::new();
     for member in &config.initial_cluster {
-        let client_urls: &[String] = if member.id == config.member_id { &config.advertise_client_urls } else { &[] };
-        members.insert(member.id, &member.name, &member.peer_urls, client_urls);
+        members.insert(member.id, &member.name, &member.peer_urls);
         if member.id != config.member_id {
             peers.insert(member.id, member.peer_addrs.clone());
         }
     }
-    let hello = Hello {
-        cluster_id: config.cluster_id,
-        member_id: config.member_id,
-        name: config.name.clone(),
-        client_urls: config.advertise_client_urls.clone(),
-    };
+    let members = Rc::new(members);
+    let hello = Hello { cluster_id: config.cluster_id, member_id: config.member_id };
     let mut transport = TcpTransport::start(hello, peers);
     // Apply the bootstrap membership; a sole voter need not wait an election timeout.
     node.process(&mut transport, 0).await.map_err(|e| e.to_string())?;
@@ -174,11 +169,8 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     let info = HeaderInfo { cluster_id: config.cluster_id, member_id: config.member_id, ..HeaderInfo::default() };
     let (handle, inputs) = actor::channel(info);
     for &addr in &config.listen_peer {
-        let (handle, members) = (handle.clone(), members.clone());
-        let deliver = move |from: u64, frame: Frame| match frame {
-            Frame::Hello(hello) => members.learn(&hello),
-            frame => handle.peer(from, frame),
-        };
+        let handle = handle.clone();
+        let deliver = move |from: u64, frame: Frame| handle.peer(from, frame);
         keel_net::tcp::listen(addr, config.cluster_id, deliver).map_err(|e| format!("listening on {addr}: {e}"))?;
         tracing::info!(name = %config.name, %addr, "serving peers");
     }
@@ -198,11 +190,19 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     .detach();
     let context =
         Rc::new(grpc::Shared { node: handle.clone(), members, metrics, max_request: config.max_request_bytes });
+    // Like etcd, clients are served once the member has published itself; until then their
+    // connections wait in the listen backlog.
+    let (ready_tx, ready_rx) = futures::channel::oneshot::channel::<()>();
+    let ready = futures::future::FutureExt::shared(ready_rx);
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
-        tracing::info!(name = %config.name, %addr, "serving clients");
         let context = context.clone();
+        let (ready, name, addr) = (ready.clone(), config.name.clone(), *addr);
         glommio::spawn_local(async move {
+            if ready.await.is_err() {
+                return; // the member stopped first
+            }
+            tracing::info!(%name, %addr, "serving clients");
             loop {
                 match listener.accept().await {
                     Ok(stream) => glommio::spawn_local(serve_client(stream, context.clone())).detach(),
@@ -216,5 +216,11 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
         .detach();
     }
     let compactor = config.auto_compaction.map(compactor::AutoCompactor::new);
-    actor::run(node, transport, compactor, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
+    let attributes = crate::MemberAttributes {
+        member_id: config.member_id,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    };
+    let duties = actor::Duties { compactor, attributes, ready: ready_tx };
+    actor::run(node, transport, duties, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
 }
