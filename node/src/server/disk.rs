@@ -1,22 +1,35 @@
-//! The WAL's `Disk` seam on the real file system: appends go to the page cache, `sync` runs
-//! fdatasync (and, for a new file, an fsync of the directory) on glommio's blocking pool so
-//! the executor's core never waits on the disk.
+//! The WAL's `Disk` seam on the real file system, through glommio's io_uring files: appends
+//! collect in memory, and `sync` writes them with one `write_at` and makes them durable with
+//! an asynchronous fdatasync (plus a sync of the directory when the file is new), so the
+//! executor's core never blocks on the disk and concurrent proposals share one write.
+//!
+//! Invariant: a file's bytes are its bytes on disk followed by its pending appends; `read`
+//! and `list` see both. Recovery (`read`, `truncate`) happens at open, before any append.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::rc::Rc;
 
+use glommio::io::{BufferedFile, Directory, OpenOptions};
 use keel_storage::wal::Disk;
 use prometheus_client::metrics::histogram::Histogram;
+
+/// An open WAL file and the length written to it so far.
+struct OpenFile {
+    file: Rc<BufferedFile>,
+    len: u64,
+}
 
 /// A directory of WAL files.
 pub struct FsDisk {
     dir: PathBuf,
     /// Seconds per fdatasync.
     fsync_seconds: Histogram,
-    open: BTreeMap<String, Arc<File>>,
+    open: BTreeMap<String, OpenFile>,
+    /// Appends not yet written, per file.
+    pending: BTreeMap<String, Vec<u8>>,
     /// Files created since the directory was last synced.
     new_files: BTreeSet<String>,
 }
@@ -25,64 +38,95 @@ impl FsDisk {
     /// Opens (creating) the directory; each fdatasync's duration goes to `fsync_seconds`.
     pub fn open(dir: &Path, fsync_seconds: Histogram) -> io::Result<FsDisk> {
         fs::create_dir_all(dir)?;
-        Ok(FsDisk { dir: dir.to_path_buf(), fsync_seconds, open: BTreeMap::new(), new_files: BTreeSet::new() })
+        Ok(FsDisk {
+            // glommio opens directories by absolute path only.
+            dir: fs::canonicalize(dir)?,
+            fsync_seconds,
+            open: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            new_files: BTreeSet::new(),
+        })
     }
 
-    fn file(&mut self, name: &str) -> io::Result<Arc<File>> {
-        if let Some(f) = self.open.get(name) {
-            return Ok(f.clone());
+    async fn file(&mut self, name: &str) -> io::Result<(Rc<BufferedFile>, u64)> {
+        if let Some(open) = self.open.get(name) {
+            return Ok((open.file.clone(), open.len));
         }
         let path = self.dir.join(name);
         if !path.exists() {
             self.new_files.insert(name.to_string());
         }
-        let f = Arc::new(OpenOptions::new().create(true).append(true).open(path)?);
-        self.open.insert(name.to_string(), f.clone());
-        Ok(f)
+        let file = OpenOptions::new().create(true).write(true).read(true).buffered_open(&path).await?;
+        let len = file.file_size().await?;
+        let file = Rc::new(file);
+        self.open.insert(name.to_string(), OpenFile { file: file.clone(), len });
+        Ok((file, len))
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    glommio::executor().spawn_blocking(f).await
 }
 
 impl Disk for FsDisk {
     fn list(&self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
+        let mut names = BTreeSet::new();
         for entry in fs::read_dir(&self.dir)? {
-            names.push(entry?.file_name().to_string_lossy().into_owned());
+            names.insert(entry?.file_name().to_string_lossy().into_owned());
         }
-        names.sort();
-        Ok(names)
+        names.extend(self.pending.keys().cloned());
+        Ok(names.into_iter().collect())
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.dir.join(name))
+        let pending = self.pending.get(name);
+        let mut data = match fs::read(self.dir.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && pending.is_some() => Vec::new(),
+            other => other?,
+        };
+        data.extend_from_slice(pending.map_or(&[][..], Vec::as_slice));
+        Ok(data)
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
-        let file = self.file(name)?;
-        (&*file).write_all(data)
+        self.pending.entry(name.to_string()).or_default().extend_from_slice(data);
+        Ok(())
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
-        self.file(name)?.set_len(len)
+        assert!(!self.pending.contains_key(name), "the WAL truncates only while recovering, before appending");
+        self.open.remove(name);
+        fs::OpenOptions::new().write(true).open(self.dir.join(name))?.set_len(len)
     }
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
+        let had_pending = self.pending.remove(name).is_some();
         self.open.remove(name);
         self.new_files.remove(name);
-        fs::remove_file(self.dir.join(name))
+        match fs::remove_file(self.dir.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && had_pending => Ok(()),
+            other => other,
+        }
     }
 
     async fn sync(&mut self, name: &str) -> io::Result<()> {
-        let file = self.file(name)?;
+        let (file, len) = self.file(name).await?;
+        let bytes = self.pending.remove(name).unwrap_or_default();
+        if !bytes.is_empty() {
+            let wanted = bytes.len();
+            let written = file.write_at(bytes, len).await?;
+            // A short write to a regular file means the disk is full: nothing is acknowledged.
+            if written != wanted {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("wrote {written} of {wanted} bytes to {name}"),
+                ));
+            }
+            if let Some(open) = self.open.get_mut(name) {
+                open.len = len + written as u64;
+            }
+        }
         let started = std::time::Instant::now();
-        blocking(move || file.sync_data()).await?;
+        file.fdatasync().await?;
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if self.new_files.remove(name) {
-            let dir = self.dir.clone();
-            blocking(move || File::open(dir)?.sync_all()).await?;
+            Directory::open(&self.dir).await?.sync().await?;
         }
         Ok(())
     }

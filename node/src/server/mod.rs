@@ -1,6 +1,7 @@
 //! The production driver: the node core on a glommio executor pinned to one core, its WAL
 //! on the file system, its store in RocksDB, its peers over `keel-net`'s TCP transport, and
-//! etcd's gRPC API over HTTP/2 on TCP.
+//! etcd's gRPC API over HTTP/2 on TCP, with HTTP/1.1 (health, metrics, the JSON gateway)
+//! on the same client port.
 
 mod actor;
 mod compactor;
@@ -205,12 +206,11 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
             tracing::info!(%name, %addr, "serving clients");
             loop {
                 match listener.accept().await {
-                    Ok(stream) => glommio::spawn_local(serve_client(stream, context.clone())).detach(),
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        continue;
+                    Ok(stream) => {
+                        glommio::spawn_local(serve_client(stream, context.clone())).detach();
                     }
-                };
+                    Err(e) => tracing::warn!("accept failed: {e}"),
+                }
             }
         })
         .detach();
