@@ -9,6 +9,11 @@
 //! HPACK state, strips a `scheme://` prefix from `:authority`, and re-encodes as literals that
 //! never enter the server's dynamic table (so the two HPACK contexts stay consistent).
 //!
+//! A client sends one authority for the life of a connection, so the first request decides:
+//! if its `:authority` needs no repair, its block goes out byte for byte and so does the rest
+//! of the connection (both HPACK contexts saw identical blocks); otherwise every later block
+//! is rewritten too. Well-behaved clients thus pay for one decode per connection.
+//!
 //! Invariant: every byte in is either passed out in order or held until the frame it belongs
 //! to is complete; header blocks (HEADERS plus CONTINUATION frames) come out as one block
 //! split at the default maximum frame size.
@@ -51,17 +56,35 @@ struct OpenBlock {
     fragment: Vec<u8>,
 }
 
+/// Whether the connection's header blocks are rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No request seen yet.
+    Undecided,
+    /// The first request's authority was fine: everything passes through unchanged.
+    PassThrough,
+    /// The first request's authority needed repair: every block is rewritten.
+    Rewrite,
+}
+
 /// The client-to-server rewriter of one connection.
 pub struct AuthorityFix {
     preface_seen: usize,
     pending: Vec<u8>,
     block: Option<OpenBlock>,
     decoder: Decoder<'static>,
+    mode: Mode,
 }
 
 impl Default for AuthorityFix {
     fn default() -> Self {
-        AuthorityFix { preface_seen: 0, pending: Vec::new(), block: None, decoder: Decoder::new() }
+        AuthorityFix {
+            preface_seen: 0,
+            pending: Vec::new(),
+            block: None,
+            decoder: Decoder::new(),
+            mode: Mode::Undecided,
+        }
     }
 }
 
@@ -96,9 +119,14 @@ impl AuthorityFix {
             self.preface_seen += take;
             input = &input[take..];
         }
+        if self.mode == Mode::PassThrough {
+            out.append(&mut self.pending);
+            out.extend_from_slice(input);
+            return Ok(());
+        }
         self.pending.extend_from_slice(input);
         let mut at = 0;
-        while self.pending.len() - at >= FRAME_HEADER {
+        while self.mode != Mode::PassThrough && self.pending.len() - at >= FRAME_HEADER {
             let header = &self.pending[at..at + FRAME_HEADER];
             let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
             if self.pending.len() - at < FRAME_HEADER + len {
@@ -131,20 +159,30 @@ impl AuthorityFix {
             at = frame_end;
         }
         self.pending.drain(..at);
+        if self.mode == Mode::PassThrough {
+            out.append(&mut self.pending);
+        }
         Ok(())
     }
 
-    /// Decodes a complete header block and writes it out re-encoded.
+    /// Decodes a complete header block and writes it out: unchanged if the connection passes
+    /// through, re-encoded otherwise.
     fn emit(&mut self, block: &OpenBlock, out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
         let mut encoded = Vec::with_capacity(block.fragment.len() + 32);
+        let mut repairs = false;
         self.decoder.decode_with_cb(&block.fragment, |name, value| {
-            let value: &[u8] = if &*name == b":authority" { repaired(&value) } else { &value };
+            let fixed: &[u8] = if &*name == b":authority" { repaired(&value) } else { &value };
+            repairs |= fixed.len() != value.len();
             // Literal header field without indexing, new name (RFC 7541 §6.2.2).
             encoded.push(0);
             put_string(&mut encoded, &name);
-            put_string(&mut encoded, value);
+            put_string(&mut encoded, fixed);
         })?;
-        let mut chunks = encoded.chunks(MAX_FRAME).peekable();
+        if self.mode == Mode::Undecided {
+            self.mode = if repairs { Mode::Rewrite } else { Mode::PassThrough };
+        }
+        let payload = if self.mode == Mode::PassThrough { &block.fragment } else { &encoded };
+        let mut chunks = payload.chunks(MAX_FRAME).peekable();
         let mut kind = HEADERS;
         let end_stream = if block.end_stream { END_STREAM } else { 0 };
         loop {
@@ -246,6 +284,26 @@ mod tests {
             assert_eq!(headers.len(), 5);
             assert_eq!(headers[2].1, b"/etcdserverpb.Maintenance/Status");
         }
+    }
+
+    #[test]
+    fn a_connection_whose_first_authority_is_fine_passes_through_unchanged() {
+        let mut client = Encoder::new();
+        let request: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"POST"), (b":path", b"/etcdserverpb.KV/Put"), (b":authority", b"127.0.0.1:2379")];
+        let mut input = PREFACE.to_vec();
+        headers_frame(&mut input, &client.encode(request.clone()), END_HEADERS, 1);
+        put_frame_header(&mut input, 3, 0x0, END_STREAM, 1);
+        input.extend_from_slice(b"abc");
+        // A later authority that would need repair is not looked at any more.
+        let later = client.encode(vec![(&b":authority"[..], &b"http://127.0.0.1:2379"[..])]);
+        headers_frame(&mut input, &later, END_HEADERS, 3);
+        let mut fix = AuthorityFix::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(5) {
+            fix.push(chunk, &mut out).expect("passes");
+        }
+        assert_eq!(out, input);
     }
 
     #[test]

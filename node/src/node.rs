@@ -695,8 +695,17 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
         let entries: Vec<WalEntry> =
             ready.entries.iter().map(|e| WalEntry { index: e.index, data: e.encode_to_vec() }).collect();
+        // As etcd: entries, a snapshot, a new term or a vote must be durable before anything
+        // is sent or applied; an advanced commit index alone need not be, since a restarted
+        // member learns it again (and skips what its store already applied).
+        let durable = self.raw.store().hard_state();
+        let must_sync = !entries.is_empty()
+            || ready.snapshot.is_some()
+            || ready.hard_state.is_some_and(|hs| hs.term != durable.term || hs.vote != durable.vote);
         self.wal.save(ready.hard_state.map(|hs| hs.encode_to_vec()), &entries)?;
-        self.wal.sync().await?;
+        if must_sync {
+            self.wal.sync().await?;
+        }
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(snapshot)?;
         }
