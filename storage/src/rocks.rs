@@ -1,12 +1,15 @@
 //! The production backend: RocksDB, one column family per [`Table`].
 //!
-//! Writes go to RocksDB's own log without fsync: the Raft write-ahead log is the durable
-//! source, and `sync` (called before the Raft log is compacted) flushes and syncs RocksDB's
-//! log so that nothing the compacted entries described is lost.
+//! The Raft write-ahead log is the durable source, so writes skip RocksDB's own log and land
+//! in memtables only; `sync` (called before the Raft log is compacted) flushes every column
+//! family to synced files so that nothing the compacted entries described is lost. Flushes
+//! are atomic across column families, so the files on disk always hold whole apply batches
+//! (the applied index and its effects together), whatever a crash interrupts; entries after
+//! the flushed applied index are replayed from the Raft log on restart.
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, WriteOptions, DB};
 
 use crate::backend::{Backend, BackendError, BatchOp, Result, Table, WriteBatch};
 
@@ -30,6 +33,7 @@ impl RocksBackend {
         opts.set_stats_dump_period_sec(0);
         opts.set_stats_persist_period_sec(0);
         opts.set_max_background_jobs(2);
+        opts.set_atomic_flush(true);
         let cfs = Table::ALL.map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
         Ok(RocksBackend { db })
@@ -37,6 +41,14 @@ impl RocksBackend {
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(table.name()).expect("every table's column family is opened")
+    }
+
+    /// Flushes every column family's memtables to synced files, atomically.
+    fn flush_all(&self) -> Result<()> {
+        let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|&t| self.cf(t)).collect();
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts).map_err(err)
     }
 }
 
@@ -67,12 +79,12 @@ impl Backend for RocksBackend {
             }
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(false);
+        opts.disable_wal(true);
         self.db.write_opt(wb, &opts).map_err(err)
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.db.flush_wal(true).map_err(err)
+        self.flush_all()
     }
 
     fn size_bytes(&self) -> u64 {
@@ -85,7 +97,7 @@ impl Backend for RocksBackend {
     }
 
     fn defragment(&mut self) -> Result<()> {
-        self.db.flush().map_err(err)?;
+        self.flush_all()?;
         for table in Table::ALL {
             self.db.compact_range_cf(self.cf(table), None::<&[u8]>, None::<&[u8]>);
         }
