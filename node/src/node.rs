@@ -174,6 +174,20 @@ pub struct Status {
 struct Pending {
     token: u64,
     deadline_ms: u64,
+    /// The probe's timestamp when proposed (0 without a probe).
+    proposed_nanos: u64,
+}
+
+/// Where a driver measures the node's steps for its metrics. The node passes back timestamps
+/// it took from the probe and never acts on them, so a real clock here cannot change what the
+/// node does (the simulator runs without a probe).
+pub trait Probe {
+    /// A monotonic timestamp, in nanoseconds.
+    fn now_nanos(&self) -> u64;
+    /// Applying one batch of committed entries took `nanos`.
+    fn applied(&self, nanos: u64);
+    /// One of this member's proposals was committed `nanos` after it was proposed.
+    fn committed(&self, nanos: u64);
 }
 
 enum ReadKind {
@@ -215,6 +229,7 @@ pub struct Node<D: Disk, B: Backend> {
     next_watch_progress_ms: u64,
     /// A store failure met outside `process`, reported by the next `process`.
     fatal: Option<NodeError>,
+    probe: Option<Box<dyn Probe>>,
     out: Output,
 }
 
@@ -356,6 +371,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             published,
             next_watch_progress_ms: 0,
             fatal: None,
+            probe: None,
             out: Output::default(),
         })
     }
@@ -500,7 +516,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
         match self.raw.propose(data) {
             Ok(()) => {
                 if let Some(token) = token {
-                    self.proposals.insert(id, Pending { token, deadline_ms: now_ms + self.config.request_timeout_ms });
+                    let deadline_ms = now_ms + self.config.request_timeout_ms;
+                    let proposed_nanos = self.probe_now();
+                    self.proposals.insert(id, Pending { token, deadline_ms, proposed_nanos });
                 }
             }
             Err(_) => {
@@ -592,7 +610,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 match self.raw.propose_conf_change(&cc) {
                     Ok(()) => {
                         let deadline_ms = now_ms + self.config.request_timeout_ms;
-                        self.proposals.insert(id, Pending { token, deadline_ms });
+                        let proposed_nanos = self.probe_now();
+                        self.proposals.insert(id, Pending { token, deadline_ms, proposed_nanos });
                     }
                     Err(_) => self.reply(token, Err(EtcdError::NoLeader)),
                 }
@@ -660,8 +679,12 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 transport.send(msg);
             }
             // `advance` needs the committed entries to learn what was applied.
+            let apply_started = self.probe_now();
             for entry in &ready.committed_entries {
                 self.apply(entry, now_ms)?;
+            }
+            if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {
+                probe.applied(probe.now_nanos().saturating_sub(apply_started));
             }
             for rs in std::mem::take(&mut ready.read_states) {
                 let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
@@ -735,6 +758,24 @@ impl<D: Disk, B: Backend> Node<D, B> {
         Ok(())
     }
 
+    /// Measures the driver's steps from now on.
+    pub fn set_probe(&mut self, probe: Box<dyn Probe>) {
+        self.probe = Some(probe);
+    }
+
+    fn probe_now(&self) -> u64 {
+        self.probe.as_ref().map_or(0, |p| p.now_nanos())
+    }
+
+    /// The proposal `id` of this member, now committed, if it is still waiting.
+    fn take_committed(&mut self, id: u64) -> Option<Pending> {
+        let pending = self.proposals.remove(&id)?;
+        if let Some(probe) = &self.probe {
+            probe.committed(probe.now_nanos().saturating_sub(pending.proposed_nanos));
+        }
+        Some(pending)
+    }
+
     fn apply(&mut self, entry: &Entry, now_ms: u64) -> Result<(), NodeError> {
         let already = entry.index <= self.kv.applied_index() && !self.planted(Plant::ReapplyAfterRestart);
         if entry.is_conf_change() {
@@ -747,7 +788,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             apply.put_meta(META_CONF_STATE, self.conf_state.encode_to_vec());
             let committed = apply.commit()?;
             let id = cc.context.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if let Some(p) = self.proposals.remove(&id) {
+            if let Some(p) = self.take_committed(id) {
                 let response = Response::ConfChange(self.conf_state.clone());
                 self.reply(p.token, Ok(Reply { revision: committed.revision, response }));
             }
@@ -773,7 +814,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         if refused {
             // etcd's capped applier: the entry applies as a no-op and its client hears why.
             let committed = self.kv.begin(entry.index).commit()?;
-            if let Some(p) = self.proposals.remove(&proposal.id) {
+            if let Some(p) = self.take_committed(proposal.id) {
                 self.reply(p.token, Err(EtcdError::NoSpace));
             }
             self.record(entry, committed.revision, Vec::new(), None);
@@ -813,7 +854,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         };
         let committed = apply.commit()?;
         self.watches.notify(committed.revision, &committed.events);
-        if let Some(p) = self.proposals.remove(&proposal.id) {
+        if let Some(p) = self.take_committed(proposal.id) {
             let answer = match result {
                 Ok(response) => Ok(Reply { revision: committed.revision, response }),
                 Err(e) => Err(mvcc_error(e)?),

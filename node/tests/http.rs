@@ -73,6 +73,11 @@ fn health_version_and_metrics() {
     assert!(resident.parse::<u64>().unwrap() > 1 << 20, "etcdctl check datascale reads this");
     let fsyncs = metrics.lines().find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count ")).unwrap();
     assert!(fsyncs.parse::<u64>().unwrap() >= 2, "the put was synced");
+    for histogram in ["keel_server_apply_duration_seconds_count ", "keel_raft_proposal_commit_duration_seconds_count "]
+    {
+        let count = metrics.lines().find_map(|l| l.strip_prefix(histogram)).unwrap_or_else(|| panic!("no {histogram}"));
+        assert!(count.parse::<u64>().unwrap() >= 1, "the put was proposed, committed and applied: {histogram}");
+    }
     let put_latency = r#"grpc_server_handling_seconds_bucket{le="+Inf",grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put"} 1"#;
     assert!(metrics.lines().any(|l| l == put_latency), "no {put_latency:?}");
     assert_eq!(http(e, "GET", "/nothing", "", SHORT).0, 404);

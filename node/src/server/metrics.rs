@@ -1,6 +1,6 @@
 //! What `/metrics` reports, in the Prometheus (OpenMetrics) text format, under etcd's metric
-//! names where etcd has one: request counts and latency per RPC, WAL fsync latency, Raft
-//! state and the store's size. Counters and histograms are updated as things happen; the
+//! names where etcd has one: request counts and latency per RPC, WAL fsync latency, apply
+//! latency, proposal-to-commit latency, Raft state and the store's size. Counters and histograms are updated as things happen; the
 //! gauges are read from the node when scraped.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,7 +10,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use std::time::Instant;
+
 use super::actor::MemberStatus;
+use crate::Probe;
 
 /// One RPC's labels, as go-grpc-prometheus (which etcd uses) names them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +48,10 @@ pub struct Metrics {
     pub handling_seconds: Family<RpcLabels, Histogram>,
     /// Seconds per WAL fdatasync.
     pub wal_fsync_seconds: Histogram,
+    /// Seconds to apply one batch of committed entries.
+    apply_seconds: Histogram,
+    /// Seconds from this member proposing an entry to seeing it committed.
+    commit_seconds: Histogram,
     has_leader: Gauge,
     is_leader: Gauge,
     term: Gauge,
@@ -73,6 +80,18 @@ impl Default for Metrics {
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by WAL",
             wal_fsync_seconds.clone(),
+        );
+        let apply_seconds = Histogram::new(exponential_buckets(0.00001, 2.0, 20));
+        registry.register(
+            "keel_server_apply_duration_seconds",
+            "The latency distribution of applying a batch of committed entries",
+            apply_seconds.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "keel_raft_proposal_commit_duration_seconds",
+            "The latency distribution from proposing an entry to its commit",
+            commit_seconds.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -108,7 +127,41 @@ impl Default for Metrics {
             handled,
             handling_seconds,
             wal_fsync_seconds,
+            apply_seconds,
+            commit_seconds,
         }
+    }
+}
+
+/// Times the node's apply and commit steps into the metrics, on the process's monotonic clock.
+pub struct MetricsProbe {
+    epoch: Instant,
+    apply_seconds: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl MetricsProbe {
+    /// A probe feeding `metrics`.
+    pub fn new(metrics: &Metrics) -> MetricsProbe {
+        MetricsProbe {
+            epoch: Instant::now(),
+            apply_seconds: metrics.apply_seconds.clone(),
+            commit_seconds: metrics.commit_seconds.clone(),
+        }
+    }
+}
+
+impl Probe for MetricsProbe {
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn applied(&self, nanos: u64) {
+        self.apply_seconds.observe(nanos as f64 / 1e9);
+    }
+
+    fn committed(&self, nanos: u64) {
+        self.commit_seconds.observe(nanos as f64 / 1e9);
     }
 }
 

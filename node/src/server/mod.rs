@@ -151,6 +151,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     node_config.quota_bytes = config.quota_bytes;
     let clock = SystemClock(Instant::now());
     let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
+    node.set_probe(Box::new(metrics::MetricsProbe::new(&metrics)));
     let mut members = Members::default();
     let mut peers = std::collections::BTreeMap::new();
     for member in &config.initial_cluster {
