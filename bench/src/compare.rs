@@ -33,7 +33,8 @@ pub struct CompareArgs {
     /// Every report, as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Where the servers keep their data and logs (a fresh temporary directory by default).
+    /// Where the servers keep their data and logs, on the disk under test (by default a fresh
+    /// directory in the system's temporary folder).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Seconds each workload runs.
@@ -110,7 +111,7 @@ pub async fn run(args: &CompareArgs) -> Result<(), String> {
     let work_dir = match &args.work_dir {
         Some(dir) => dir.clone(),
         None => {
-            scratch = tempfile::Builder::new().prefix("keel-bench").tempdir_in(".").map_err(|e| e.to_string())?;
+            scratch = tempfile::Builder::new().prefix("keel-bench").tempdir().map_err(|e| e.to_string())?;
             scratch.path().to_path_buf()
         }
     };
@@ -364,7 +365,8 @@ fn render(
         "Written by `ci/bench` ({}). Each system runs alone on loopback with etcd's flags and a fresh data \
          directory; the same client (`keel-bench`, on the same machine) drives both. Ratios are Keel / etcd: \
          throughput above 1 and latency below 1 favour Keel. The goal is throughput ≥ 2× and p99 ≤ 0.5×. \
-         Each workload runs {} s; reads run on {} prefilled keys; values are 256 bytes.\n",
+         Each workload runs {} s; reads run on {} prefilled keys; values are 256 bytes. Watch fan-out \
+         runs at a fixed offered rate, so only its latencies (put to event, per watcher) compare.\n",
         today(),
         args.seconds,
         args.key_space
