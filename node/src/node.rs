@@ -320,21 +320,20 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let mut snapshot_index = 0;
         if recovered.snapshot.index > 0 {
             let metadata: SnapshotMetadata = decode(&recovered.snapshot.meta, "snapshot metadata")?;
-            let image = recovered.snapshot_image.clone().unwrap_or_default();
             if kv.applied_index() < metadata.index {
-                if recovered.snapshot_image.is_none() {
-                    return Err(NodeError::Corrupt(format!(
+                let image = wal.snapshot_image(metadata.index)?.ok_or_else(|| {
+                    NodeError::Corrupt(format!(
                         "store at {} is behind snapshot {} and the snapshot image is missing",
                         kv.applied_index(),
                         metadata.index
-                    )));
-                }
+                    ))
+                })?;
                 backend::restore(kv.backend_mut(), &image).map_err(MvccError::from)?;
                 kv.backend_mut().sync().map_err(MvccError::from)?;
                 kv.reload()?;
             }
             snapshot_index = metadata.index;
-            log.apply_snapshot(Snapshot { data: image, metadata: Some(metadata) })
+            log.apply_snapshot(Snapshot { data: Vec::new(), metadata: Some(metadata) })
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
         }
         let entries: Vec<Entry> =
@@ -672,11 +671,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 self.on_role_change(soft.role, now_ms);
             }
             for msg in std::mem::take(&mut ready.messages) {
-                transport.send(msg);
+                transport.send(self.with_snapshot_image(msg)?);
             }
             self.persist(&ready).await?;
             for msg in std::mem::take(&mut ready.persisted_messages) {
-                transport.send(msg);
+                transport.send(self.with_snapshot_image(msg)?);
             }
             // `advance` needs the committed entries to learn what was applied.
             let apply_started = self.probe_now();
@@ -740,9 +739,23 @@ impl<D: Disk, B: Backend> Node<D, B> {
         Ok(())
     }
 
+    /// Raft's log keeps only the latest snapshot's metadata; a snapshot message gets the image
+    /// saved beside the WAL as it leaves, so the image is never held in memory otherwise.
+    fn with_snapshot_image(&self, mut msg: Message) -> Result<Message, NodeError> {
+        if let Some(snapshot) = msg.snapshot.as_mut().filter(|s| s.data.is_empty()) {
+            let index = snapshot.index();
+            snapshot.data = self
+                .wal
+                .snapshot_image(index)?
+                .ok_or_else(|| NodeError::Corrupt(format!("the image of snapshot {index} is missing")))?;
+        }
+        Ok(msg)
+    }
+
     /// Replaces the store with a snapshot from the leader (already saved beside the WAL).
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
-        self.raw.store_mut().apply_snapshot(snapshot.clone()).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let point = Snapshot { data: Vec::new(), metadata: snapshot.metadata.clone() };
+        self.raw.store_mut().apply_snapshot(point).map_err(|e| NodeError::Corrupt(e.to_string()))?;
         backend::restore(self.kv.backend_mut(), &snapshot.data).map_err(MvccError::from)?;
         self.kv.backend_mut().sync().map_err(MvccError::from)?;
         self.kv.reload()?;
@@ -913,10 +926,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let image = backend::dump(self.kv.backend()).map_err(MvccError::from)?;
         let log = self.raw.store_mut();
         let snapshot = log
-            .create_snapshot(applied, self.conf_state.clone(), image)
+            .create_snapshot(applied, self.conf_state.clone(), Vec::new())
             .map_err(|e| NodeError::Corrupt(format!("snapshot at {applied}: {e}")))?;
         let meta = snapshot.metadata.clone().unwrap_or_default().encode_to_vec();
-        self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, Some(&snapshot.data))?;
+        self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, Some(&image))?;
+        drop(image);
         self.wal.sync().await?;
         self.wal.compact().await?;
         let keep_from = applied.saturating_sub(self.config.snapshot_catchup_entries);

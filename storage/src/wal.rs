@@ -87,8 +87,6 @@ pub struct Recovered {
     pub hard_state: Vec<u8>,
     /// Last snapshot point written.
     pub snapshot: SnapshotPoint,
-    /// The image of that snapshot, if one was saved.
-    pub snapshot_image: Option<Vec<u8>>,
     /// Entries after the snapshot point, contiguous.
     pub entries: Vec<WalEntry>,
     /// Bytes of torn tail that were cut off.
@@ -198,9 +196,6 @@ impl<D: Disk> Wal<D> {
                 return Err(WalError::Corrupt { file: "(all segments)".into(), offset: 0, reason });
             }
         }
-        if rec.snapshot.index > 0 {
-            rec.snapshot_image = disk.read(&snapshot_name(rec.snapshot.index)).ok();
-        }
         let (segment_seq, segment, segment_bytes) = match segments.last() {
             Some((seq, _, name)) => (*seq, name.clone(), disk.read(name)?.len() as u64),
             None => (0, String::new(), 0),
@@ -283,6 +278,15 @@ impl<D: Disk> Wal<D> {
         self.last_index = self.last_index.max(point.index);
         self.snapshot = point;
         self.write(&buf)
+    }
+
+    /// The image saved with the snapshot point at `index`, if it is still there.
+    pub fn snapshot_image(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        match self.disk.read(&snapshot_name(index)) {
+            Ok(image) => Ok(Some(image)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Makes everything written so far durable.
@@ -498,9 +502,10 @@ mod tests {
         block_on(wal.compact()).unwrap();
         let mut disk = wal.disk().clone();
         disk.crash();
-        let (_, rec) = reopen(disk);
+        let (wal, rec) = reopen(disk);
         assert_eq!(rec.snapshot.index, 20);
-        assert_eq!(rec.snapshot_image.as_deref(), Some(&b"image"[..]));
+        assert_eq!(wal.snapshot_image(20).unwrap().as_deref(), Some(&b"image"[..]));
+        assert_eq!(wal.snapshot_image(19).unwrap(), None);
     }
 
     #[test]
@@ -514,10 +519,10 @@ mod tests {
         block_on(wal.sync()).unwrap();
         block_on(wal.compact()).unwrap();
         assert!(wal.disk().list().unwrap().len() < segments_before);
-        let (_, rec) = reopen(wal.disk().clone());
+        let (reopened, rec) = reopen(wal.disk().clone());
         assert_eq!(rec.hard_state, b"hs20");
         assert_eq!(rec.snapshot, SnapshotPoint { index: 15, meta: b"meta".to_vec() });
-        assert_eq!(rec.snapshot_image.as_deref(), Some(&b"image"[..]));
+        assert_eq!(reopened.snapshot_image(15).unwrap().as_deref(), Some(&b"image"[..]));
         assert_eq!(rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![16, 17, 18, 19, 20]);
     }
 }
