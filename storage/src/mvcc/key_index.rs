@@ -77,7 +77,7 @@ pub struct KeyAt {
 impl KeyHistory {
     fn current(&mut self) -> &mut Generation {
         if self.generations.is_empty() {
-            self.generations.push(Generation::default());
+            push_tight(&mut self.generations, Generation::default());
         }
         self.generations.last_mut().expect("just ensured")
     }
@@ -88,7 +88,7 @@ impl KeyHistory {
             generation.created = rev;
             generation.first_version = 1;
         }
-        generation.revs.push(rev);
+        push_tight(&mut generation.revs, rev);
     }
 
     fn tombstone(&mut self, rev: Revision) -> bool {
@@ -96,9 +96,9 @@ impl KeyHistory {
         if generation.revs.is_empty() {
             return false;
         }
-        generation.revs.push(rev);
+        push_tight(&mut generation.revs, rev);
         generation.ended = true;
-        self.generations.push(Generation::default());
+        push_tight(&mut self.generations, Generation::default());
         true
     }
 
@@ -141,6 +141,15 @@ impl KeyHistory {
     }
 }
 
+/// Pushes without a `Vec`'s usual first allocation of four slots: the index holds every key,
+/// and most keys keep one generation holding one revision.
+fn push_tight<T>(items: &mut Vec<T>, item: T) {
+    if items.len() == items.capacity() && items.capacity() < 4 {
+        items.reserve_exact(1);
+    }
+    items.push(item);
+}
+
 /// The key index.
 #[derive(Debug, Clone, Default)]
 pub struct KeyIndex {
@@ -150,7 +159,14 @@ pub struct KeyIndex {
 impl KeyIndex {
     /// Records a put of `key` at `rev`.
     pub fn put(&mut self, key: &[u8], rev: Revision) {
-        self.keys.entry(key.to_vec()).or_default().put(rev);
+        match self.keys.get_mut(key) {
+            Some(history) => history.put(rev),
+            None => {
+                let mut history = KeyHistory::default();
+                history.put(rev);
+                self.keys.insert(key.to_vec(), history);
+            }
+        }
     }
 
     /// Replays a stored version while rebuilding the index: `rev` wrote version `version` of
@@ -162,7 +178,7 @@ impl KeyIndex {
             generation.created = created;
             generation.first_version = version;
         }
-        generation.revs.push(rev);
+        push_tight(&mut generation.revs, rev);
     }
 
     /// Records a deletion of `key` at `rev`; false if the key did not exist.
