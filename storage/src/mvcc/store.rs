@@ -442,6 +442,17 @@ impl<B: Backend> Apply<'_, B> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool> {
+        let known_to_index = matches!(c.target(), CompareTarget::Version | CompareTarget::Create | CompareTarget::Mod);
+        if c.range_end.is_empty() && known_to_index {
+            // One key's version and revisions are in the key index: no need to read its value.
+            let kv = self.store.index.get(&c.key, self.read_rev()).map(|at| KeyValue {
+                create_revision: at.created.main,
+                mod_revision: at.modified.main,
+                version: at.version,
+                ..Default::default()
+            });
+            return Ok(compare_kv(c, &kv.unwrap_or_default()));
+        }
         let req = RangeRequest { key: c.key.clone(), range_end: c.range_end.clone(), ..Default::default() };
         let kvs = self.range(&req)?.kvs;
         if kvs.is_empty() {
