@@ -107,24 +107,15 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// The arguments with the defaults, against `endpoints`.
+    /// The arguments with the command line's defaults, against `endpoints`.
     pub fn against(endpoints: Vec<String>) -> LoadArgs {
-        LoadArgs {
-            endpoints,
-            clients: 1,
-            conns: 1,
-            key_size: 8,
-            val_size: 256,
-            key_space: 10_000,
-            total: None,
-            duration: None,
-            rate: 0.0,
-            consistency: Consistency::L,
-            read_ratio: 0.9,
-            watchers: 100,
-            prefill: false,
-            seed: 1,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: LoadArgs,
         }
+        let defaults = <Defaults as clap::Parser>::parse_from(["keel-bench"]);
+        LoadArgs { endpoints, ..defaults.args }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -422,26 +413,27 @@ impl Worker {
             op => op,
         };
         let keys = &self.keys;
-        let random_key = keys.key(self.rng.gen_range(0..keys.space));
-        let value = keys.value.clone();
+        let rng = &mut self.rng;
+        let mut random_key = || keys.key(rng.gen_range(0..keys.space));
         let result = match op {
-            Op::Put => self.client.put(random_key, value, None).await.map(drop),
-            Op::PutInOrder => self.client.put(keys.key(i), value, None).await.map(drop),
+            Op::Put => self.client.put(random_key(), keys.value.clone(), None).await.map(drop),
+            Op::PutInOrder => self.client.put(keys.key(i), keys.value.clone(), None).await.map(drop),
             Op::Get => {
                 let options = self.serializable.then(|| GetOptions::new().with_serializable());
-                self.client.get(random_key, options).await.map(drop)
+                self.client.get(random_key(), options).await.map(drop)
             }
             Op::Txn => {
+                let key = random_key();
                 let txn = Txn::new()
-                    .when([Compare::version(random_key.clone(), CompareOp::Greater, -1)])
-                    .and_then([TxnOp::put(random_key, value, None)]);
+                    .when([Compare::version(key.clone(), CompareOp::Greater, -1)])
+                    .and_then([TxnOp::put(key, keys.value.clone(), None)]);
                 self.client.txn(txn).await.map(drop)
             }
             Op::DeleteInOrder => self.client.delete(keys.key(i), None).await.map(drop),
             Op::WatchedPut => {
                 let key = format!("{WATCH_PREFIX}{}", i % keys.space);
                 let sent = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.client.put(key, stamped_value(sent, &value), None).await.map(drop)
+                self.client.put(key, stamped_value(sent, &keys.value), None).await.map(drop)
             }
             Op::KeepAlive => {
                 let (keeper, stream) = self.lease.as_mut().expect("keep-alive workers hold a lease");

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 use keel_storage::wal::Disk;
@@ -18,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 /// An open WAL file and the length written to it so far.
 struct OpenFile {
-    file: Rc<BufferedFile>,
+    file: BufferedFile,
     len: u64,
 }
 
@@ -48,19 +47,17 @@ impl FsDisk {
         })
     }
 
-    async fn file(&mut self, name: &str) -> io::Result<(Rc<BufferedFile>, u64)> {
-        if let Some(open) = self.open.get(name) {
-            return Ok((open.file.clone(), open.len));
+    async fn file(&mut self, name: &str) -> io::Result<&mut OpenFile> {
+        if !self.open.contains_key(name) {
+            let path = self.dir.join(name);
+            if !path.exists() {
+                self.new_files.insert(name.to_string());
+            }
+            let file = OpenOptions::new().create(true).write(true).read(true).buffered_open(&path).await?;
+            let len = file.file_size().await?;
+            self.open.insert(name.to_string(), OpenFile { file, len });
         }
-        let path = self.dir.join(name);
-        if !path.exists() {
-            self.new_files.insert(name.to_string());
-        }
-        let file = OpenOptions::new().create(true).write(true).read(true).buffered_open(&path).await?;
-        let len = file.file_size().await?;
-        let file = Rc::new(file);
-        self.open.insert(name.to_string(), OpenFile { file: file.clone(), len });
-        Ok((file, len))
+        Ok(self.open.get_mut(name).expect("opened above"))
     }
 }
 
@@ -106,11 +103,11 @@ impl Disk for FsDisk {
     }
 
     async fn sync(&mut self, name: &str) -> io::Result<()> {
-        let (file, len) = self.file(name).await?;
         let bytes = self.pending.remove(name).unwrap_or_default();
+        let open = self.file(name).await?;
         if !bytes.is_empty() {
             let wanted = bytes.len();
-            let written = file.write_at(bytes, len).await?;
+            let written = open.file.write_at(bytes, open.len).await?;
             // A short write to a regular file means the disk is full: nothing is acknowledged.
             if written != wanted {
                 return Err(io::Error::new(
@@ -118,12 +115,10 @@ impl Disk for FsDisk {
                     format!("wrote {written} of {wanted} bytes to {name}"),
                 ));
             }
-            if let Some(open) = self.open.get_mut(name) {
-                open.len = len + written as u64;
-            }
+            open.len += written as u64;
         }
         let started = std::time::Instant::now();
-        file.fdatasync().await?;
+        open.file.fdatasync().await?;
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if self.new_files.remove(name) {
             Directory::open(&self.dir).await?.sync().await?;

@@ -1,7 +1,9 @@
 //! What `/metrics` reports, in the Prometheus (OpenMetrics) text format, under etcd's metric
 //! names where etcd has one: request counts and latency per RPC, WAL fsync latency, apply
-//! latency, proposal-to-commit latency, Raft state and the store's size. Counters and histograms are updated as things happen; the
-//! gauges are read from the node when scraped.
+//! latency, proposal-to-commit latency, Raft state and the store's size. Counters and
+//! histograms are updated as things happen; the gauges are read from the node when scraped.
+
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,8 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use std::time::Instant;
 
 use super::actor::MemberStatus;
 use crate::Probe;
