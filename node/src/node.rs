@@ -866,7 +866,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             None => return Err(NodeError::Corrupt(format!("entry {} has no operation", entry.index))),
         };
         let committed = apply.commit()?;
-        self.watches.notify(committed.revision, &committed.events);
+        self.watches.notify(committed.revision, &committed.events, &self.kv)?;
         if let Some(p) = self.take_committed(proposal.id) {
             let answer = match result {
                 Ok(response) => Ok(Reply { revision: committed.revision, response }),

@@ -240,8 +240,7 @@ impl WatchHub {
                 continue;
             }
             if w.spec.prev_kv {
-                let kv_now = event.kv.as_ref().expect("store events carry their key value");
-                event.prev_kv = kv.prev_kv(&kv_now.key, kv_now.mod_revision)?;
+                fill_prev_kv(&mut event, kv)?;
             }
             events.push(event);
         }
@@ -262,20 +261,30 @@ impl WatchHub {
         Ok(())
     }
 
-    /// Delivers the events of one newly applied revision.
-    pub fn notify(&mut self, revision: i64, events: &[Event]) {
+    /// Delivers the events of one newly applied revision, reading from `kv` the previous
+    /// versions that watchers asking for them need and the events do not carry.
+    pub fn notify<B: Backend>(&mut self, revision: i64, events: &[Event], kv: &KvStore<B>) -> Result<(), MvccError> {
         if events.is_empty() {
-            return;
+            return Ok(());
         }
         let skip = self.skip_events && revision % 7 == 3;
+        let mut with_prev: Option<Vec<Event>> = None;
         let mut responses = Vec::new();
         for (&key, w) in self.watchers.iter_mut() {
             if w.next_rev > revision {
                 continue;
             }
             w.next_rev = revision + 1;
+            let source = if w.spec.prev_kv {
+                match &with_prev {
+                    Some(events) => events,
+                    None => with_prev.insert(with_prev_kvs(events, kv)?),
+                }
+            } else {
+                events
+            };
             let matching: Vec<Event> =
-                events.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).skip(usize::from(skip)).collect();
+                source.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).skip(usize::from(skip)).collect();
             if !matching.is_empty() {
                 responses.push((key, WatchResponse { revision, events: matching, ..Default::default() }));
             }
@@ -283,5 +292,24 @@ impl WatchHub {
         for (key, response) in responses {
             self.respond(key, response);
         }
+        Ok(())
     }
+}
+
+/// `events` with each one's previous version.
+fn with_prev_kvs<B: Backend>(events: &[Event], kv: &KvStore<B>) -> Result<Vec<Event>, MvccError> {
+    let mut filled = events.to_vec();
+    for event in &mut filled {
+        fill_prev_kv(event, kv)?;
+    }
+    Ok(filled)
+}
+
+/// Reads the version of the event's key just before the event, unless the event has it.
+fn fill_prev_kv<B: Backend>(event: &mut Event, kv: &KvStore<B>) -> Result<(), MvccError> {
+    if event.prev_kv.is_none() {
+        let now = event.kv.as_ref().expect("store events carry their key value");
+        event.prev_kv = kv.prev_kv(&now.key, now.mod_revision)?;
+    }
+    Ok(())
 }

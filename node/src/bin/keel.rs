@@ -10,6 +10,9 @@ use clap::{Parser, ValueEnum};
 use keel_node::server::{run, InitialMember, Retention, ServerConfig};
 use sha1::{Digest, Sha1};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Whether the member founds a new cluster or joins a running one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ClusterState {

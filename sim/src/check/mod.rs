@@ -5,7 +5,7 @@ pub use keel_check as linearizable;
 
 use std::collections::BTreeMap;
 
-use keel_storage::mvcc::Event;
+use keel_storage::mvcc::{Event, EventType, KeyValue};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::history::{events_hash, LeaseAck, Nanos, Recorder, WatchSession};
@@ -104,7 +104,10 @@ pub fn compacted_upto(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>>)
     compactions.max().unwrap_or(0)
 }
 
-/// The events of each revision, from the first node that applied it.
+/// The events of each revision, from the first node that applied it, each with the previous
+/// version of its key as the history itself gives it (the version the last earlier put
+/// wrote, none after a delete): a watcher's prev_kv is checked against the history, not
+/// against what the node put in its events.
 pub fn canonical_events(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>>) -> BTreeMap<i64, Vec<Event>> {
     let mut canonical = BTreeMap::new();
     for entries in applied.values() {
@@ -113,6 +116,15 @@ pub fn canonical_events(applied: &BTreeMap<u64, Vec<(Nanos, keel_node::Applied)>
                 canonical.entry(a.revision).or_insert_with(|| a.events.clone());
             }
         }
+    }
+    let mut latest: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
+    for event in canonical.values_mut().flatten() {
+        let kv = event.kv.clone().unwrap_or_default();
+        event.prev_kv = if event.event_type == EventType::Put as i32 {
+            latest.insert(kv.key.clone(), kv)
+        } else {
+            latest.remove(&kv.key)
+        };
     }
     canonical
 }
@@ -245,7 +257,6 @@ pub fn lease_safety(
 mod tests {
     use super::*;
     use keel_node::Applied;
-    use keel_storage::mvcc::{EventType, KeyValue};
 
     fn put_event(key: &str, rev: i64) -> Event {
         let kv =
@@ -295,6 +306,47 @@ mod tests {
         assert_eq!(watch(&[split], &canonical, 0).len(), 1);
         let false_compaction = WatchSession { compacted: Some(2), ..session(vec![]) };
         assert_eq!(watch(&[false_compaction], &canonical, 0).len(), 1);
+    }
+
+    #[test]
+    fn watch_checks_prev_kv_against_the_history() {
+        let delete = |key: &str, rev: i64| Event {
+            event_type: EventType::Delete as i32,
+            kv: Some(KeyValue { key: key.into(), mod_revision: rev, ..Default::default() }),
+            prev_kv: None,
+        };
+        let history = [(2, put_event("a", 2)), (3, put_event("a", 3)), (4, delete("a", 4)), (5, put_event("a", 5))];
+        let log = BTreeMap::from([(
+            1,
+            history.iter().map(|(rev, e)| (0, applied(*rev as u64, 1, b"x", *rev, vec![e.clone()]))).collect(),
+        )]);
+        let canonical = canonical_events(&log);
+        let with_prev = |mut e: Event, prev: Option<Event>| {
+            e.prev_kv = prev.and_then(|p| p.kv);
+            e
+        };
+        let right = vec![
+            with_prev(put_event("a", 3), Some(put_event("a", 2))),
+            with_prev(delete("a", 4), Some(put_event("a", 3))),
+            put_event("a", 5),
+        ];
+        let session = |responses: Vec<Vec<Event>>| WatchSession {
+            client: 1,
+            node: 1,
+            key: b"a".to_vec(),
+            range_end: Vec::new(),
+            start_revision: 3,
+            prev_kv: true,
+            responses,
+            compacted: None,
+        };
+        assert!(watch(&[session(vec![right.clone()])], &canonical, 0).is_empty());
+        let mut stale = right.clone();
+        stale[2] = with_prev(put_event("a", 5), Some(put_event("a", 3)));
+        assert_eq!(watch(&[session(vec![stale])], &canonical, 0).len(), 1);
+        let mut missing = right;
+        missing[0].prev_kv = None;
+        assert_eq!(watch(&[session(vec![missing])], &canonical, 0).len(), 1);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Lease {
 #[derive(Debug, Clone, Default)]
 pub struct Lessor {
     leases: BTreeMap<i64, Lease>,
+    /// The lease each attached key is attached to (the inverse of `Lease::keys`), so a put
+    /// learns a key's lease without reading the key's value.
+    lease_of_key: BTreeMap<Vec<u8>, i64>,
     /// `(expiry, id)`; entries whose expiry no longer matches the lease are stale.
     expiries: BinaryHeap<Reverse<(u64, i64)>>,
 }
@@ -43,7 +46,11 @@ impl Lessor {
 
     /// Removes a lease, returning its attached keys.
     pub fn revoke(&mut self, id: i64) -> Option<BTreeSet<Vec<u8>>> {
-        self.leases.remove(&id).map(|l| l.keys)
+        let keys = self.leases.remove(&id)?.keys;
+        for key in &keys {
+            self.lease_of_key.remove(key);
+        }
+        Some(keys)
     }
 
     /// The lease `id`.
@@ -65,14 +72,22 @@ impl Lessor {
     pub fn attach(&mut self, id: i64, key: &[u8]) {
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.keys.insert(key.to_vec());
+            self.lease_of_key.insert(key.to_vec(), id);
         }
     }
 
     /// Detaches `key` from lease `id`.
     pub fn detach(&mut self, id: i64, key: &[u8]) {
         if let Some(lease) = self.leases.get_mut(&id) {
-            lease.keys.remove(key);
+            if lease.keys.remove(key) {
+                self.lease_of_key.remove(key);
+            }
         }
+    }
+
+    /// The lease `key` is attached to, if any.
+    pub fn lease_of(&self, key: &[u8]) -> Option<i64> {
+        self.lease_of_key.get(key).copied()
     }
 
     /// Extends the lease to a full TTL from `now_ms`; returns the TTL, or None if unknown.
@@ -146,5 +161,19 @@ mod tests {
         assert_eq!(l.remaining_ms(7, 1_000), Some(10_000));
         assert!(l.expired(10_999, 10).is_empty());
         assert_eq!(l.expired(11_000, 10), vec![7]);
+    }
+
+    #[test]
+    fn a_key_knows_its_lease_until_detached_or_revoked() {
+        let mut l = Lessor::default();
+        l.grant(1, 5, None);
+        l.grant(2, 5, None);
+        l.attach(1, b"a");
+        l.attach(2, b"b");
+        l.attach(3, b"c");
+        assert_eq!((l.lease_of(b"a"), l.lease_of(b"b"), l.lease_of(b"c")), (Some(1), Some(2), None));
+        l.detach(1, b"a");
+        l.revoke(2);
+        assert_eq!((l.lease_of(b"a"), l.lease_of(b"b")), (None, None));
     }
 }

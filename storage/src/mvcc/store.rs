@@ -386,25 +386,24 @@ impl<B: Backend> Apply<'_, B> {
     }
 
     fn put_checked(&mut self, req: &PutRequest) -> Result<PutResponse> {
-        let prev = self.current(&req.key)?;
+        // The key index knows the key's revisions and version and the lessor its lease; the
+        // previous value is read only when the request asks for it or keeps it.
+        let existing = self.store.index.get(&req.key, self.read_rev());
+        let prev = if req.prev_kv || req.ignore_value { self.current(&req.key)? } else { None };
         let rev = self.next_rev();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+        let (create_revision, version) = match existing {
+            Some(at) => (at.created.main, at.version + 1),
             None => (rev.main, 1),
         };
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
-            (Some(p), true) => p.lease,
-            _ => req.lease,
-        };
+        let prev_lease = self.store.lessor.lease_of(&req.key).unwrap_or(0);
+        let lease = if req.ignore_lease { prev_lease } else { req.lease };
         let kv = KeyValue { key: req.key.clone(), create_revision, mod_revision: rev.main, version, value, lease };
-        if let Some(p) = &prev {
-            if p.lease != 0 && p.lease != lease {
-                self.store.lessor.detach(p.lease, &req.key);
-            }
+        if prev_lease != 0 && prev_lease != lease {
+            self.store.lessor.detach(prev_lease, &req.key);
         }
         if lease != 0 {
             self.store.lessor.attach(lease, &req.key);

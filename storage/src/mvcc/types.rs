@@ -46,7 +46,9 @@ pub struct Event {
     /// The key after the change (for a delete: key and mod revision only).
     #[prost(message, optional, tag = "2")]
     pub kv: Option<KeyValue>,
-    /// The key before the change, when asked for.
+    /// The key before the change, when asked for. An applied entry's events carry it only
+    /// when the entry read it anyway (a delete, or a put asking for it); a watcher that wants
+    /// it reads the rest from the store ([`crate::mvcc::KvStore::prev_kv`]).
     #[prost(message, optional, tag = "3")]
     pub prev_kv: Option<KeyValue>,
 }
