@@ -7,9 +7,10 @@
 //! driver hands in.
 //!
 //! Invariants:
-//! - an entry is applied only after it is durable in the local WAL (`process` syncs before it
-//!   applies), and the applied index travels in the same backend batch as the entry's
-//!   effects, so after a restart entries at or below it are skipped, never applied twice;
+//! - an entry is applied only after it is durable in the local WAL (a ready's committed
+//!   entries were made durable by an earlier ready; they apply while the ready's own writes
+//!   sync), and the applied index travels in the same backend batch as the entry's effects,
+//!   so after a restart entries at or below it are skipped, never applied twice;
 //! - membership changes are applied to Raft on every replay (Raft's configuration is rebuilt
 //!   from the snapshot point) but to the store only once;
 //! - the WAL is compacted only up to a snapshot point whose state is synced in the backend
@@ -19,7 +20,10 @@
 //!   every lease a full TTL; keep-alives are served only after ReadIndex confirms leadership.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 
+use futures::future;
 use keel_api::EtcdError;
 use keel_net::Transport;
 use keel_raft::{
@@ -201,6 +205,19 @@ struct PendingRead {
     deadline_ms: u64,
     /// Set once a quorum confirmed the read: serve when applied reaches it.
     index: Option<u64>,
+}
+
+/// A WAL sync under way.
+type WalSync = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
+
+/// A Raft ready whose writes are on their way to disk, from [`Node::start_ready`] to
+/// [`Node::finish_ready`].
+pub struct Persisting {
+    ready: Ready,
+    /// Makes the ready's writes durable (None: nothing needs syncing).
+    durable: Option<Pin<Box<future::MaybeDone<WalSync>>>>,
+    /// Whether its committed entries are applied already.
+    applied: bool,
 }
 
 /// One Raft member and its state machine.
@@ -661,40 +678,99 @@ impl<D: Disk, B: Backend> Node<D, B> {
 
     /// Carries out everything Raft asked for: sends, persists (with an fsync), applies, and
     /// serves confirmed reads. Call after feeding inputs; an error means the node must stop.
+    /// (A driver that wants to answer while the disk works calls [`Node::start_ready`] and
+    /// [`Node::finish_ready`] itself.)
     pub async fn process(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<(), NodeError> {
+        while let Some(persisting) = self.start_ready(transport, now_ms).await? {
+            self.finish_ready(persisting, transport, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts carrying out Raft's next ready, if there is one: sends what may leave before
+    /// persisting, writes the ready's entries, hard state and snapshot to the WAL and starts
+    /// making them durable, then applies the committed entries (durable already) while the
+    /// disk works, so their replies are in the output before the sync completes. Finish with
+    /// [`Node::finish_ready`] before feeding the node anything else.
+    pub async fn start_ready(
+        &mut self,
+        transport: &mut impl Transport,
+        now_ms: u64,
+    ) -> Result<Option<Persisting>, NodeError> {
         if let Some(fatal) = self.fatal.take() {
             return Err(fatal);
         }
-        while self.raw.has_ready() {
-            let mut ready = self.raw.ready();
-            if let Some(soft) = &ready.soft_state {
-                self.on_role_change(soft.role, now_ms);
-            }
-            for msg in std::mem::take(&mut ready.messages) {
-                transport.send(self.with_snapshot_image(msg)?);
-            }
-            self.persist(&ready).await?;
-            for msg in std::mem::take(&mut ready.persisted_messages) {
-                transport.send(self.with_snapshot_image(msg)?);
-            }
-            // `advance` needs the committed entries to learn what was applied.
-            let apply_started = self.probe_now();
-            for entry in &ready.committed_entries {
-                self.apply(entry, now_ms)?;
-            }
-            if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {
-                probe.applied(probe.now_nanos().saturating_sub(apply_started));
-            }
-            for rs in std::mem::take(&mut ready.read_states) {
-                let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-                if let Some(read) = self.reads.get_mut(&id) {
-                    read.index = Some(rs.index);
-                }
-            }
-            self.raw.advance(ready);
-            self.serve_confirmed_reads(now_ms);
+        if !self.raw.has_ready() {
+            return Ok(None);
         }
+        let mut ready = self.raw.ready();
+        if let Some(soft) = &ready.soft_state {
+            self.on_role_change(soft.role, now_ms);
+        }
+        for msg in std::mem::take(&mut ready.messages) {
+            transport.send(self.with_snapshot_image(msg)?);
+        }
+        let mut durable = self.write(&ready)?.map(|sync| Box::pin(future::maybe_done(sync)));
+        if let Some(sync) = durable.as_mut() {
+            // One poll hands the disk its work now, so it runs while the entries apply.
+            let _ = futures::poll!(sync.as_mut());
+        }
+        // A snapshot being installed replaces the store first; then the entries wait.
+        let applied = ready.snapshot.is_none();
+        if applied {
+            self.apply_committed(&ready, now_ms)?;
+        }
+        Ok(Some(Persisting { ready, durable, applied }))
+    }
+
+    /// Completes a ready once its writes are durable: records them in Raft's log, sends what
+    /// had to wait for durability, serves the reads it confirmed, and snapshots when due.
+    pub async fn finish_ready(
+        &mut self,
+        persisting: Persisting,
+        transport: &mut impl Transport,
+        now_ms: u64,
+    ) -> Result<(), NodeError> {
+        let Persisting { mut ready, durable, applied } = persisting;
+        if let Some(mut sync) = durable {
+            sync.as_mut().await;
+            sync.as_mut().take_output().expect("the sync completed")?;
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(snapshot)?;
+        }
+        let log = self.raw.store_mut();
+        log.append(&ready.entries);
+        if let Some(hs) = ready.hard_state {
+            log.set_hard_state(hs);
+        }
+        for msg in std::mem::take(&mut ready.persisted_messages) {
+            transport.send(self.with_snapshot_image(msg)?);
+        }
+        if !applied {
+            self.apply_committed(&ready, now_ms)?;
+        }
+        for rs in std::mem::take(&mut ready.read_states) {
+            let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if let Some(read) = self.reads.get_mut(&id) {
+                read.index = Some(rs.index);
+            }
+        }
+        // `advance` needs the committed entries to learn what was applied.
+        self.raw.advance(ready);
+        self.serve_confirmed_reads(now_ms);
         self.maybe_snapshot().await
+    }
+
+    fn apply_committed(&mut self, ready: &Ready, now_ms: u64) -> Result<(), NodeError> {
+        let apply_started = self.probe_now();
+        for entry in &ready.committed_entries {
+            self.apply(entry, now_ms)?;
+        }
+        if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {
+            probe.applied(probe.now_nanos().saturating_sub(apply_started));
+        }
+        Ok(())
     }
 
     fn on_role_change(&mut self, role: StateRole, now_ms: u64) {
@@ -707,9 +783,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
     }
 
-    async fn persist(&mut self, ready: &Ready) -> Result<(), NodeError> {
+    /// Writes the ready's snapshot point, entries and hard state to the WAL; returns the sync
+    /// that makes them durable, unless nothing written needs one.
+    fn write(&mut self, ready: &Ready) -> Result<Option<WalSync>, NodeError> {
         if !ready.must_persist() {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(snapshot) = &ready.snapshot {
             let meta = snapshot.metadata.clone().unwrap_or_default().encode_to_vec();
@@ -725,18 +803,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             || ready.snapshot.is_some()
             || ready.hard_state.is_some_and(|hs| hs.term != durable.term || hs.vote != durable.vote);
         self.wal.save(ready.hard_state.map(|hs| hs.encode_to_vec()), &entries)?;
-        if must_sync {
-            self.wal.sync().await?;
-        }
-        if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(snapshot)?;
-        }
-        let log = self.raw.store_mut();
-        log.append(&ready.entries);
-        if let Some(hs) = ready.hard_state {
-            log.set_hard_state(hs);
-        }
-        Ok(())
+        Ok(must_sync.then(|| Box::pin(self.wal.sync()) as WalSync))
     }
 
     /// Raft's log keeps only the latest snapshot's metadata; a snapshot message gets the image

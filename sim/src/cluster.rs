@@ -250,54 +250,77 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
         }
     });
     let mut transport = SimTransport { endpoint: endpoint.clone(), rng: transport_rng, chaos: env.chaos.clone() };
-    // Watch streams: client address and the last sequence number sent.
-    let mut streams: std::collections::BTreeMap<u64, (SocketAddr, u64)> = std::collections::BTreeMap::new();
-    let mut tokens: std::collections::BTreeMap<u64, (SocketAddr, u64)> = std::collections::BTreeMap::new();
-    let mut next_token = 0u64;
+    let mut routes = Routes::default();
     while let Some(first) = inputs.next().await {
         let mut input = Some(first);
-        while let Some(next) = input.take() {
-            match next {
-                Input::Tick => node.tick(now()),
-                Input::Peer(frame) => {
-                    env.recorder.lock().expect("recorder").trace("deliver", &frame);
-                    match keel_net::decode(&frame) {
-                        Ok(msg) => node.step(msg),
-                        Err(e) => tracing::warn!("node {id}: bad peer frame: {e}"),
+        loop {
+            // Take whatever is already queued: one ready (one fsync) for all of it.
+            while let Some(next) = input.take() {
+                match next {
+                    Input::Tick => node.tick(now()),
+                    Input::Peer(frame) => {
+                        env.recorder.lock().expect("recorder").trace("deliver", &frame);
+                        match keel_net::decode(&frame) {
+                            Ok(msg) => node.step(msg),
+                            Err(e) => tracing::warn!("node {id}: bad peer frame: {e}"),
+                        }
+                    }
+                    Input::Client(from, ToServer::Request(client_token, request)) => {
+                        routes.next_token += 1;
+                        routes.tokens.insert(routes.next_token, (from, client_token));
+                        node.request(routes.next_token, request, now());
+                    }
+                    Input::Client(from, ToServer::Watch(stream, spec)) => {
+                        routes.streams.insert(stream, (from, 0));
+                        if let Err(e) = node.watch(stream, spec) {
+                            return stop(&env, &slot, id, e.to_string()).await;
+                        }
+                    }
+                    Input::Client(from, ToServer::WatchPing(stream, watch_id)) => {
+                        let alive = routes.streams.contains_key(&stream) && node.watch_exists(stream, watch_id);
+                        let _ = endpoint
+                            .send_to_raw(from, TAG_TO_CLIENT, Box::new(ToClient::WatchAlive(stream, watch_id, alive)))
+                            .await;
+                    }
+                    Input::Client(_, ToServer::MoveLeader(to)) => node.transfer_leader(to),
+                    Input::Client(from, ToServer::Inspect(token)) => {
+                        let store = node.store();
+                        let (hash, _, revision) = store.hash_kv(0).expect("hash");
+                        let msg = ToClient::Inspected(token, store.applied_index(), revision, hash);
+                        let _ = endpoint.send_to_raw(from, TAG_TO_CLIENT, Box::new(msg)).await;
                     }
                 }
-                Input::Client(from, ToServer::Request(client_token, request)) => {
-                    next_token += 1;
-                    tokens.insert(next_token, (from, client_token));
-                    node.request(next_token, request, now());
-                }
-                Input::Client(from, ToServer::Watch(stream, spec)) => {
-                    streams.insert(stream, (from, 0));
-                    if let Err(e) = node.watch(stream, spec) {
-                        return stop(&env, &slot, id, e.to_string()).await;
-                    }
-                }
-                Input::Client(from, ToServer::WatchPing(stream, watch_id)) => {
-                    let alive = streams.contains_key(&stream) && node.watch_exists(stream, watch_id);
-                    let _ = endpoint
-                        .send_to_raw(from, TAG_TO_CLIENT, Box::new(ToClient::WatchAlive(stream, watch_id, alive)))
-                        .await;
-                }
-                Input::Client(_, ToServer::MoveLeader(to)) => node.transfer_leader(to),
-                Input::Client(from, ToServer::Inspect(token)) => {
-                    let store = node.store();
-                    let (hash, _, revision) = store.hash_kv(0).expect("hash");
-                    let msg = ToClient::Inspected(token, store.applied_index(), revision, hash);
-                    let _ = endpoint.send_to_raw(from, TAG_TO_CLIENT, Box::new(msg)).await;
-                }
+                input = inputs.try_recv().ok();
             }
-            // Take whatever else is already queued: one process (one fsync) for all of it.
+            // As the real actor does: answer what applied while the WAL syncs, then finish.
+            let started = match node.start_ready(&mut transport, now()).await {
+                Ok(started) => started,
+                Err(e) => return stop(&env, &slot, id, e.to_string()).await,
+            };
+            routes.deliver(node.take_output(), &env, id, &endpoint).await;
+            let Some(persisting) = started else { break };
+            if let Err(e) = node.finish_ready(persisting, &mut transport, now()).await {
+                return stop(&env, &slot, id, e.to_string()).await;
+            }
+            routes.deliver(node.take_output(), &env, id, &endpoint).await;
             input = inputs.try_recv().ok();
         }
-        if let Err(e) = node.process(&mut transport, now()).await {
-            return stop(&env, &slot, id, e.to_string()).await;
-        }
-        let output = node.take_output();
+    }
+}
+
+/// Where a server's answers go.
+#[derive(Default)]
+struct Routes {
+    /// Watch streams: client address and the last sequence number sent.
+    streams: std::collections::BTreeMap<u64, (SocketAddr, u64)>,
+    /// Requests in progress: client address and the client's token.
+    tokens: std::collections::BTreeMap<u64, (SocketAddr, u64)>,
+    next_token: u64,
+}
+
+impl Routes {
+    /// Records what the node did and sends its answers and watch responses.
+    async fn deliver(&mut self, output: keel_node::Output, env: &ServerEnv, id: u64, endpoint: &Endpoint) {
         {
             let mut rec = env.recorder.lock().expect("recorder");
             for term in output.became_leader {
@@ -308,12 +331,12 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
             }
         }
         for (token, result) in output.replies {
-            if let Some((to, client_token)) = tokens.remove(&token) {
+            if let Some((to, client_token)) = self.tokens.remove(&token) {
                 let _ = endpoint.send_to_raw(to, TAG_TO_CLIENT, Box::new(ToClient::Reply(client_token, result))).await;
             }
         }
         for response in output.watch {
-            if let Some((to, seq)) = streams.get_mut(&response.stream) {
+            if let Some((to, seq)) = self.streams.get_mut(&response.stream) {
                 *seq += 1;
                 let msg = ToClient::Watch(*seq, response);
                 let _ = endpoint.send_to_raw(*to, TAG_TO_CLIENT, Box::new(msg)).await;

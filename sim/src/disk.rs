@@ -121,17 +121,25 @@ impl Disk for SimDisk {
         Ok(())
     }
 
-    async fn sync(&mut self, name: &str) -> io::Result<()> {
-        let latency = self.state().sync_latency;
-        madsim::time::sleep(latency).await;
-        let mut state = self.state();
-        if state.failed {
-            return Err(injected());
+    fn sync(&mut self, name: &str) -> impl std::future::Future<Output = io::Result<()>> + use<> {
+        let disk = self.clone();
+        let name = name.to_string();
+        let (latency, upto) = {
+            let state = self.state();
+            (state.sync_latency, state.files.get(&name).map_or(0, |f| f.data.len()))
+        };
+        async move {
+            madsim::time::sleep(latency).await;
+            let mut state = disk.state();
+            if state.failed {
+                return Err(injected());
+            }
+            if let Some(file) = state.files.get_mut(&name) {
+                // What was appended before the sync began (a truncation since may have cut it).
+                file.synced = file.synced.max(upto.min(file.data.len()));
+            }
+            Ok(())
         }
-        if let Some(file) = state.files.get_mut(name) {
-            file.synced = file.data.len();
-        }
-        Ok(())
     }
 }
 

@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 
-/// Files in one directory, written by appending; data is durable only after `sync`.
-pub trait Disk {
+/// Files in one directory, written by appending; data is durable only after `sync`. A disk
+/// owns its state (it borrows nothing), so a sync may outlive the call that started it.
+pub trait Disk: 'static {
     /// File names, sorted.
     fn list(&self) -> io::Result<Vec<String>>;
     /// The whole file.
@@ -30,8 +31,11 @@ pub trait Disk {
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
     /// Removes the file.
     fn remove(&mut self, name: &str) -> io::Result<()>;
-    /// Makes the file's contents and its directory entry durable.
-    fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>>;
+    /// Makes what was appended to the file before the call, and its directory entry, durable
+    /// once the returned future completes. The future borrows nothing, so the caller can go on
+    /// working while the disk does (the work may start only when the future is first polled);
+    /// a caller starts the next sync of a file only after the previous one completed.
+    fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<Self>;
 }
 
 /// Why the log could not be read or written.
@@ -289,12 +293,18 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    /// Makes everything written so far durable.
-    pub async fn sync(&mut self) -> Result<()> {
-        for name in std::mem::take(&mut self.dirty) {
-            self.disk.sync(&name).await?;
+    /// Makes everything written so far durable once the returned future completes. The
+    /// future borrows nothing from the log, so the caller may apply and answer while the disk
+    /// works; files are synced one after another in the order they were written (a snapshot
+    /// image before the record that names it).
+    pub fn sync(&mut self) -> impl Future<Output = Result<()>> + use<D> {
+        let syncs: Vec<_> = std::mem::take(&mut self.dirty).into_iter().map(|name| self.disk.sync(&name)).collect();
+        async move {
+            for sync in syncs {
+                sync.await?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// Removes segments and snapshot images wholly covered by the recorded snapshot point.
@@ -404,11 +414,11 @@ impl Disk for MemDisk {
         self.files.remove(name);
         Ok(())
     }
-    async fn sync(&mut self, name: &str) -> io::Result<()> {
+    fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<> {
         if let Some(f) = self.files.get_mut(name) {
             f.1 = f.0.len();
         }
-        Ok(())
+        std::future::ready(Ok(()))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The node actor: the one task that owns the [`Node`], fed through a channel by the gRPC
-//! handlers, the peer listener and the ticker. Everything queued when it wakes is handled
-//! before one `process`, so concurrent requests share one WAL write and one fdatasync.
+//! handlers, the peer listener and the ticker. Everything queued is handled before the next
+//! Raft ready, so concurrent requests share one WAL write and one fdatasync; while that
+//! fdatasync runs, the entries committed before are applied and answered, and new requests
+//! queue up for the ready after (a pipeline: intake, disk and apply overlap).
 //!
 //! Lease keep-alives and time-to-live queries that reach a follower are forwarded to the
 //! leader over the peer transport and answered when the leader's answer comes back (or fail
@@ -203,6 +205,76 @@ struct Actor {
 }
 
 impl Actor {
+    /// Takes one input; false once told to stop.
+    fn handle(&mut self, input: Input) -> Result<bool, NodeError> {
+        match input {
+            Input::Call(request, reply_to) => self.call(request, reply_to),
+            Input::Status(reply_to) => {
+                let _ = reply_to.send(self.status());
+            }
+            Input::HashKv(revision, reply_to) => {
+                let _ = reply_to.send(hash_kv(&self.node, revision));
+            }
+            Input::OpenWatchStream(stream, to) => {
+                self.watch_streams.insert(stream, to);
+            }
+            Input::Watch(stream, spec) => {
+                self.node.watch(stream, spec)?;
+            }
+            Input::CancelWatch(stream, watch_id) => {
+                self.node.cancel_watch(stream, watch_id);
+            }
+            Input::WatchProgress(stream) => self.node.request_watch_progress(stream),
+            Input::CloseWatchStream(stream) => {
+                self.watch_streams.remove(&stream);
+                self.node.close_watch_stream(stream);
+            }
+            Input::Peer(from, frame) => self.peer_frame(from, frame),
+            Input::Defragment(reply_to) => {
+                let done = self.node.defragment();
+                let _ = reply_to.send(done.as_ref().map(|_| ()).map_err(|_| EtcdError::Stopped));
+                done?;
+            }
+            Input::Snapshot(reply_to) => match self.node.store_image() {
+                Ok(image) => {
+                    let _ = reply_to.send(Ok(image));
+                }
+                Err(e) => {
+                    let _ = reply_to.send(Err(EtcdError::Stopped));
+                    return Err(e);
+                }
+            },
+            Input::MoveLeader(target, reply_to) => self.move_leader(target, reply_to),
+            Input::Tick => self.tick(),
+            Input::Stop => {
+                self.stop();
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands out what the node produced: answers, watch responses, readiness, and the
+    /// positions response headers carry.
+    fn deliver(&mut self, handle: &NodeHandle) {
+        let output = self.node.take_output();
+        for (token, result) in output.replies {
+            self.answer(token, result);
+        }
+        self.settle_transfers();
+        if self.ready.is_some() && self.published() {
+            let _ = self.ready.take().expect("checked").send(());
+        }
+        for response in output.watch {
+            if let Some(to) = self.watch_streams.get(&response.stream) {
+                let _ = to.unbounded_send(response);
+            }
+        }
+        let info = handle.info.get();
+        let status = self.node.status();
+        handle.info.set(HeaderInfo { raft_term: status.term, revision: status.revision, ..info });
+    }
+
     fn next_token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
@@ -394,70 +466,24 @@ pub async fn run(
     };
     while let Some(first) = inputs.next().await {
         let mut input = Some(first);
-        while let Some(next) = input.take() {
-            match next {
-                Input::Call(request, reply_to) => actor.call(request, reply_to),
-                Input::Status(reply_to) => {
-                    let _ = reply_to.send(actor.status());
-                }
-                Input::HashKv(revision, reply_to) => {
-                    let _ = reply_to.send(hash_kv(&actor.node, revision));
-                }
-                Input::OpenWatchStream(stream, to) => {
-                    actor.watch_streams.insert(stream, to);
-                }
-                Input::Watch(stream, spec) => {
-                    actor.node.watch(stream, spec)?;
-                }
-                Input::CancelWatch(stream, watch_id) => {
-                    actor.node.cancel_watch(stream, watch_id);
-                }
-                Input::WatchProgress(stream) => actor.node.request_watch_progress(stream),
-                Input::CloseWatchStream(stream) => {
-                    actor.watch_streams.remove(&stream);
-                    actor.node.close_watch_stream(stream);
-                }
-                Input::Peer(from, frame) => actor.peer_frame(from, frame),
-                Input::Defragment(reply_to) => {
-                    let done = actor.node.defragment();
-                    let _ = reply_to.send(done.as_ref().map(|_| ()).map_err(|_| EtcdError::Stopped));
-                    done?;
-                }
-                Input::Snapshot(reply_to) => match actor.node.store_image() {
-                    Ok(image) => {
-                        let _ = reply_to.send(Ok(image));
-                    }
-                    Err(e) => {
-                        let _ = reply_to.send(Err(EtcdError::Stopped));
-                        return Err(e);
-                    }
-                },
-                Input::MoveLeader(target, reply_to) => actor.move_leader(target, reply_to),
-                Input::Tick => actor.tick(),
-                Input::Stop => {
-                    actor.stop();
+        loop {
+            // Everything queued goes into the next ready: one WAL write and one fdatasync.
+            while let Some(next) = input.take() {
+                if !actor.handle(next)? {
                     return Ok(());
                 }
+                input = inputs.try_recv().ok();
             }
+            let now_ms = actor.clock.now_ms();
+            let started = actor.node.start_ready(&mut actor.transport, now_ms).await?;
+            // What the inputs produced (local reads, watch responses) and the entries applied
+            // while the disk works are answered before it finishes.
+            actor.deliver(&handle);
+            let Some(persisting) = started else { break };
+            actor.node.finish_ready(persisting, &mut actor.transport, now_ms).await?;
+            actor.deliver(&handle);
             input = inputs.try_recv().ok();
         }
-        actor.node.process(&mut actor.transport, actor.clock.now_ms()).await?;
-        let output = actor.node.take_output();
-        for (token, result) in output.replies {
-            actor.answer(token, result);
-        }
-        actor.settle_transfers();
-        if actor.ready.is_some() && actor.published() {
-            let _ = actor.ready.take().expect("checked").send(());
-        }
-        for response in output.watch {
-            if let Some(to) = actor.watch_streams.get(&response.stream) {
-                let _ = to.unbounded_send(response);
-            }
-        }
-        let info = handle.info.get();
-        let status = actor.node.status();
-        handle.info.set(HeaderInfo { raft_term: status.term, revision: status.revision, ..info });
     }
     Ok(())
 }

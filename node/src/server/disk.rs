@@ -1,23 +1,29 @@
-//! The WAL's `Disk` seam on the real file system, through glommio's io_uring files: appends
-//! collect in memory, and `sync` writes them with one `write_at` and makes them durable with
-//! an asynchronous fdatasync (plus a sync of the directory when the file is new), so the
-//! executor's core never blocks on the disk and concurrent proposals share one write.
+//! The WAL's `Disk` seam on the real file system: appends collect in memory, and `sync`
+//! hands them to glommio's blocking thread, which writes them with one `pwrite` and makes
+//! them durable with one fdatasync (plus a sync of the directory when the file is new). The
+//! job is queued the moment the sync is first polled, so the executor's core goes on
+//! applying and answering while the disk works, and never blocks on it.
 //!
-//! Invariant: a file's bytes are its bytes on disk followed by its pending appends; `read`
+//! Invariants: a file's bytes are its bytes on disk followed by its pending appends; `read`
 //! and `list` see both. Recovery (`read`, `truncate`) happens at open, before any append.
+//! The executor has exactly one blocking thread (see `server::run`), so syncs run in the
+//! order they were started and a file's writes land in order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::future::Future;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
-use glommio::io::{BufferedFile, Directory, OpenOptions};
 use keel_storage::wal::Disk;
 use prometheus_client::metrics::histogram::Histogram;
 
-/// An open WAL file and the length written to it so far.
+/// An open WAL file and the length handed to the disk so far.
 struct OpenFile {
-    file: BufferedFile,
+    file: Arc<fs::File>,
     len: u64,
 }
 
@@ -27,7 +33,7 @@ pub struct FsDisk {
     /// Seconds per fdatasync.
     fsync_seconds: Histogram,
     open: BTreeMap<String, OpenFile>,
-    /// Appends not yet written, per file.
+    /// Appends not yet handed to the disk, per file.
     pending: BTreeMap<String, Vec<u8>>,
     /// Files created since the directory was last synced.
     new_files: BTreeSet<String>,
@@ -38,8 +44,7 @@ impl FsDisk {
     pub fn open(dir: &Path, fsync_seconds: Histogram) -> io::Result<FsDisk> {
         fs::create_dir_all(dir)?;
         Ok(FsDisk {
-            // glommio opens directories by absolute path only.
-            dir: fs::canonicalize(dir)?,
+            dir: dir.to_path_buf(),
             fsync_seconds,
             open: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -47,18 +52,33 @@ impl FsDisk {
         })
     }
 
-    async fn file(&mut self, name: &str) -> io::Result<&mut OpenFile> {
+    fn file(&mut self, name: &str) -> io::Result<&mut OpenFile> {
         if !self.open.contains_key(name) {
             let path = self.dir.join(name);
             if !path.exists() {
                 self.new_files.insert(name.to_string());
             }
-            let file = OpenOptions::new().create(true).write(true).read(true).buffered_open(&path).await?;
-            let len = file.file_size().await?;
-            self.open.insert(name.to_string(), OpenFile { file, len });
+            let file = fs::OpenOptions::new().create(true).truncate(false).write(true).read(true).open(&path)?;
+            let len = file.metadata()?.len();
+            self.open.insert(name.to_string(), OpenFile { file: Arc::new(file), len });
         }
         Ok(self.open.get_mut(name).expect("opened above"))
     }
+}
+
+/// Writes `bytes` at `at` and makes them durable (and the directory entry, if `dir` is
+/// given); returns how long the fdatasync took. Runs on the blocking thread.
+fn write_durably(file: &fs::File, bytes: &[u8], at: u64, dir: Option<&Path>) -> io::Result<f64> {
+    // A short write to a regular file means the disk is full: write_all_at fails, and nothing
+    // is acknowledged.
+    file.write_all_at(bytes, at)?;
+    let started = Instant::now();
+    file.sync_data()?;
+    let took = started.elapsed().as_secs_f64();
+    if let Some(dir) = dir {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(took)
 }
 
 impl Disk for FsDisk {
@@ -102,27 +122,21 @@ impl Disk for FsDisk {
         }
     }
 
-    async fn sync(&mut self, name: &str) -> io::Result<()> {
+    fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<> {
         let bytes = self.pending.remove(name).unwrap_or_default();
-        let open = self.file(name).await?;
-        if !bytes.is_empty() {
-            let wanted = bytes.len();
-            let written = open.file.write_at(bytes, open.len).await?;
-            // A short write to a regular file means the disk is full: nothing is acknowledged.
-            if written != wanted {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("wrote {written} of {wanted} bytes to {name}"),
-                ));
-            }
-            open.len += written as u64;
+        let dir = self.new_files.remove(name).then(|| self.dir.clone());
+        let job = self.file(name).map(|open| {
+            let at = open.len;
+            open.len += bytes.len() as u64;
+            (open.file.clone(), at)
+        });
+        let fsync_seconds = self.fsync_seconds.clone();
+        async move {
+            let (file, at) = job?;
+            let took =
+                glommio::executor().spawn_blocking(move || write_durably(&file, &bytes, at, dir.as_deref())).await?;
+            fsync_seconds.observe(took);
+            Ok(())
         }
-        let started = std::time::Instant::now();
-        open.file.fdatasync().await?;
-        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
-        if self.new_files.remove(name) {
-            Directory::open(&self.dir).await?.sync().await?;
-        }
-        Ok(())
     }
 }
