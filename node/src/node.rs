@@ -13,9 +13,11 @@
 //!   so after a restart entries at or below it are skipped, never applied twice;
 //! - membership changes are applied to Raft on every replay (Raft's configuration is rebuilt
 //!   from the snapshot point) but to the store only once;
-//! - the WAL is compacted only up to a snapshot point whose state is synced in the backend
-//!   and whose image is saved beside the WAL; a restart whose backend is behind that point
-//!   restores the image first;
+//! - the WAL is compacted only up to a snapshot point whose state is synced in the backend;
+//!   a snapshot received from the leader is saved beside the WAL before the store is
+//!   replaced, so a restart whose backend is behind that point restores the image first (a
+//!   member's own snapshot points keep no image: a follower that needs one is sent the store
+//!   as it is when the message leaves);
 //! - only the leader expires leases, by proposing a revoke; on becoming leader it first gives
 //!   every lease a full TTL; keep-alives are served only after ReadIndex confirms leadership.
 
@@ -806,15 +808,21 @@ impl<D: Disk, B: Backend> Node<D, B> {
         Ok(must_sync.then(|| Box::pin(self.wal.sync()) as WalSync))
     }
 
-    /// Raft's log keeps only the latest snapshot's metadata; a snapshot message gets the image
-    /// saved beside the WAL as it leaves, so the image is never held in memory otherwise.
+    /// A snapshot message leaves with an image of the store as it is now, as etcd sends one:
+    /// the snapshot point moves up to the applied index, whose term and membership go with
+    /// it. (The follower acknowledges that index, which covers what Raft asked to send.) No
+    /// image is kept otherwise: the store itself is the state a snapshot point stands for.
     fn with_snapshot_image(&self, mut msg: Message) -> Result<Message, NodeError> {
         if let Some(snapshot) = msg.snapshot.as_mut().filter(|s| s.data.is_empty()) {
-            let index = snapshot.index();
-            snapshot.data = self
-                .wal
-                .snapshot_image(index)?
-                .ok_or_else(|| NodeError::Corrupt(format!("the image of snapshot {index} is missing")))?;
+            let index = self.kv.applied_index();
+            let term = self
+                .raw
+                .raft
+                .raft_log
+                .term(index)
+                .map_err(|e| NodeError::Corrupt(format!("no term for applied index {index}: {e}")))?;
+            snapshot.data = backend::dump(self.kv.backend()).map_err(MvccError::from)?;
+            snapshot.metadata = Some(SnapshotMetadata { conf_state: Some(self.conf_state.clone()), index, term });
         }
         Ok(msg)
     }
@@ -982,22 +990,20 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
     }
 
-    /// Every `snapshot_count` applied entries: sync the store, save its image beside the WAL,
-    /// then drop the log it covers (keeping some entries for slow followers).
+    /// Every `snapshot_count` applied entries: sync the store, record the snapshot point in
+    /// the WAL, then drop the log it covers (keeping some entries for slow followers).
     async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let applied = self.kv.applied_index();
         if applied < self.snapshot_index + self.config.snapshot_count {
             return Ok(());
         }
         self.kv.backend_mut().sync().map_err(MvccError::from)?;
-        let image = backend::dump(self.kv.backend()).map_err(MvccError::from)?;
         let log = self.raw.store_mut();
         let snapshot = log
             .create_snapshot(applied, self.conf_state.clone(), Vec::new())
             .map_err(|e| NodeError::Corrupt(format!("snapshot at {applied}: {e}")))?;
         let meta = snapshot.metadata.clone().unwrap_or_default().encode_to_vec();
-        self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, Some(&image))?;
-        drop(image);
+        self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, None)?;
         self.wal.sync().await?;
         self.wal.compact().await?;
         let keep_from = applied.saturating_sub(self.config.snapshot_catchup_entries);
