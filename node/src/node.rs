@@ -246,6 +246,8 @@ pub struct Node<D: Disk, B: Backend> {
     published: BTreeMap<u64, MemberAttributes>,
     /// When the next round of watch progress notifications is due.
     next_watch_progress_ms: u64,
+    /// The store's size after the last batch applied (reading it costs more than a request).
+    store_bytes: u64,
     /// A store failure met outside `process`, reported by the next `process`.
     fatal: Option<NodeError>,
     probe: Option<Box<dyn Probe>>,
@@ -371,6 +373,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let id_prefix = (config.id & 0xffff) << 48 | (rng.next_u64() & 0xffff) << 32;
         let alarms = load_alarms(&kv)?;
         let published = load_published(&kv)?;
+        let store_bytes = kv.backend().size_bytes();
         Ok(Node {
             watches: WatchHub::new(config.plants.has(Plant::SkipWatchEvent)),
             config,
@@ -388,6 +391,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             alarms,
             published,
             next_watch_progress_ms: 0,
+            store_bytes,
             fatal: None,
             probe: None,
             out: Output::default(),
@@ -434,7 +438,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             _ => return false,
         } as u64
             + 64;
-        self.kv.backend().size_bytes() + cost > self.config.quota_bytes
+        self.store_bytes + cost > self.config.quota_bytes
     }
 
     /// Where the node stands.
@@ -461,7 +465,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
 
     /// Compacts the store's storage (etcd's defragmentation); a failure stops the node.
     pub fn defragment(&mut self) -> Result<(), NodeError> {
-        self.kv.backend_mut().defragment().map_err(|e| NodeError::Store(e.into()))
+        self.kv.backend_mut().defragment().map_err(|e| NodeError::Store(e.into()))?;
+        self.store_bytes = self.kv.backend().size_bytes();
+        Ok(())
     }
 
     /// The store's image at its applied index (what a snapshot ships).
@@ -769,6 +775,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
         for entry in &ready.committed_entries {
             self.apply(entry, now_ms)?;
         }
+        if !ready.committed_entries.is_empty() {
+            self.store_bytes = self.kv.backend().size_bytes();
+        }
         if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {
             probe.applied(probe.now_nanos().saturating_sub(apply_started));
         }
@@ -834,6 +843,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         backend::restore(self.kv.backend_mut(), &snapshot.data).map_err(MvccError::from)?;
         self.kv.backend_mut().sync().map_err(MvccError::from)?;
         self.kv.reload()?;
+        self.store_bytes = self.kv.backend().size_bytes();
         self.alarms = load_alarms(&self.kv)?;
         self.published = load_published(&self.kv)?;
         self.conf_state = snapshot.conf_state();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use glommio::{LocalExecutorBuilder, Placement};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use keel_storage::rocks::RocksBackend;
@@ -99,10 +99,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
     };
-    // One blocking thread, on any core: it runs the WAL's writes and fdatasyncs (in order,
-    // see `disk`) while the executor's core goes on working.
-    let executor =
-        LocalExecutorBuilder::new(placement).name("keel").blocking_thread_pool_placement(PoolPlacement::Unbound(1));
+    let executor = LocalExecutorBuilder::new(placement).name("keel");
     let handle = executor.spawn(move || serve(config)).map_err(|e| format!("starting the executor: {e}"))?;
     handle.join().map_err(|_| "the executor panicked".to_string())?
 }
