@@ -12,7 +12,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_storage::backend::{Backend, MemBackend, Result as BackendResult, Table, WriteBatch};
+use keel_storage::backend::{Backend, MemBackend, Result as BackendResult, Table, Visitor, WriteBatch};
 use keel_storage::rocks::RocksBackend;
 use keel_storage::wal::Disk;
 use rand::Rng;
@@ -173,6 +173,13 @@ impl Backend for SimBackend {
         match self {
             SimBackend::Rocks(r) => r.scan(table, start, end),
             mem => mem.with_mem(|m| m.scan(table, start, end)).expect("mem"),
+        }
+    }
+
+    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> BackendResult<()> {
+        match self {
+            SimBackend::Rocks(r) => r.visit(table, start, end, visit),
+            mem => mem.with_mem(|m| m.visit(table, start, end, visit)).expect("mem"),
         }
     }
 

@@ -73,12 +73,23 @@ impl WriteBatch {
     }
 }
 
+/// What [`Backend::visit`] calls with each entry's key and value.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// An ordered key-value store with tables.
 pub trait Backend {
     /// The value of `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Entries with `start <= key < end` (no upper bound when `end` is empty), in key order.
     fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Hands `visit` the entries `scan` would return, one at a time, without holding them
+    /// all (for walks over a whole table); stops at the first error `visit` returns.
+    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+        for (k, v) in self.scan(table, start, end)? {
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
     /// Applies `batch` atomically (not necessarily durably).
     fn write(&mut self, batch: WriteBatch) -> Result<()>;
     /// Makes every batch written so far durable.

@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteOptions, DB};
 
-use crate::backend::{Backend, BackendError, BatchOp, Result, Table, WriteBatch};
+use crate::backend::{Backend, BackendError, BatchOp, Result, Table, Visitor, WriteBatch};
 
 /// RocksDB behind the [`Backend`] seam.
 pub struct RocksBackend {
@@ -34,6 +34,7 @@ impl RocksBackend {
         opts.set_stats_persist_period_sec(0);
         opts.set_max_background_jobs(2);
         opts.set_atomic_flush(true);
+        opts.set_db_write_buffer_size(32 << 20);
         let cfs = Table::ALL.map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
         Ok(RocksBackend { db })
@@ -58,16 +59,25 @@ impl Backend for RocksBackend {
     }
 
     fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mode = IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(table), mode) {
-            let (k, v) = item.map_err(err)?;
-            if !end.is_empty() && k.as_ref() >= end {
+        self.visit(table, start, end, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+        let mut items = self.db.raw_iterator_cf(self.cf(table));
+        items.seek(start);
+        while let (Some(k), Some(v)) = (items.key(), items.value()) {
+            if !end.is_empty() && k >= end {
                 break;
             }
-            out.push((k.into_vec(), v.into_vec()));
+            visit(k, v)?;
+            items.next();
         }
-        Ok(out)
+        items.status().map_err(err)
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {

@@ -115,20 +115,28 @@ impl<B: Backend> KvStore<B> {
             let id = i64::from_be_bytes(k.as_slice().try_into().map_err(|_| BackendError("bad lease key".into()))?);
             self.lessor.grant(id, decode_i64(Some(v)), None);
         }
-        for (k, v) in self.backend.scan(Table::Kv, &[], &[])? {
-            let rev = Revision::from_bytes(&k).ok_or_else(|| BackendError("bad revision key".into()))?;
-            let kv = decode_kv(&v)?;
+        // One pass in revision order: each key's last stored version is its current one, and
+        // that version's lease is the one the key is attached to.
+        let mut leases: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let index = &mut self.index;
+        self.backend.visit(Table::Kv, &[], &[], &mut |k, v| {
+            let rev = Revision::from_bytes(k).ok_or_else(|| BackendError("bad revision key".into()))?;
+            let head = KeyValueHead::decode(v).map_err(|e| BackendError(format!("undecodable key value: {e}")))?;
             if k.get(17) == Some(&TOMBSTONE) {
-                self.index.tombstone(&kv.key, rev);
+                index.tombstone(&head.key, rev);
+                leases.remove(&head.key);
             } else {
-                self.index.restore(&kv.key, rev, Revision::new(kv.create_revision, 0), kv.version);
+                index.restore(&head.key, rev, Revision::new(head.create_revision, 0), head.version);
+                if head.lease != 0 {
+                    leases.insert(head.key, head.lease);
+                } else {
+                    leases.remove(&head.key);
+                }
             }
-        }
-        for (key, at) in self.index.range(&[], &[0], self.current_rev) {
-            let kv = self.read_kv(at.modified, &BTreeMap::new())?;
-            if kv.lease != 0 {
-                self.lessor.attach(kv.lease, &key);
-            }
+            Ok(())
+        })?;
+        for (key, lease) in leases {
+            self.lessor.attach(lease, &key);
         }
         Ok(())
     }

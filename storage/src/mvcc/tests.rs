@@ -277,13 +277,34 @@ fn lease_revoke_deletes_attached_keys_in_one_revision() {
 fn leases_and_attachments_survive_reopening() {
     let mut f = Fixture::new();
     f.apply(|a| a.lease_grant(3, 30, None)).unwrap();
-    let req = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease: 3, ..Default::default() };
-    f.apply(|a| a.put(&req)).unwrap();
+    f.apply(|a| a.lease_grant(4, 40, None)).unwrap();
+    let put = |key: &str, lease: i64| PutRequest { key: key.into(), value: b"v".to_vec(), lease, ..Default::default() };
+    for (key, lease) in [("k", 3), ("moved", 3), ("moved", 4), ("dropped", 3), ("dropped", 0), ("deleted", 3)] {
+        f.apply(|a| a.put(&put(key, lease))).unwrap();
+    }
+    f.apply(|a| a.delete_range(&DeleteRangeRequest { key: b"deleted".to_vec(), ..Default::default() })).unwrap();
     let reopened = KvStore::open(f.store.backend().clone()).unwrap();
     let lease = reopened.lessor().get(3).unwrap();
     assert_eq!(lease.ttl_secs, 30);
-    assert!(lease.keys.contains(b"k".as_slice()));
+    assert_eq!(lease.keys, [b"k".to_vec()].into());
+    assert_eq!(reopened.lessor().get(4).unwrap().keys, [b"moved".to_vec()].into());
+    assert_eq!(reopened.lessor().lease_of(b"dropped"), None);
     assert_eq!(reopened.applied_index(), f.index);
+}
+
+#[test]
+fn a_stored_head_is_its_key_value_without_the_value() {
+    use prost::Message as _;
+    let kv = KeyValue {
+        key: b"k".to_vec(),
+        create_revision: 2,
+        mod_revision: 5,
+        version: 3,
+        value: b"v".to_vec(),
+        lease: 9,
+    };
+    let head = KeyValueHead::decode(kv.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(head, KeyValueHead { key: b"k".to_vec(), create_revision: 2, version: 3, lease: 9 });
 }
 
 #[test]

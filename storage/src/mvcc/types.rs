@@ -27,6 +27,24 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+/// A stored [`KeyValue`] without its value: what rebuilding the key index reads (decoding
+/// skips the value field, so values are never copied). Tags are `KeyValue`'s.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub(crate) struct KeyValueHead {
+    /// The key.
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    /// Revision of the put that created the key.
+    #[prost(int64, tag = "2")]
+    pub create_revision: i64,
+    /// Number of modifications in the current generation.
+    #[prost(int64, tag = "4")]
+    pub version: i64,
+    /// Attached lease, or 0.
+    #[prost(int64, tag = "6")]
+    pub lease: i64,
+}
+
 /// Kinds of change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
