@@ -209,6 +209,20 @@ struct PendingRead {
     index: Option<u64>,
 }
 
+/// Returns to the driver's executor once (waking at once), so its other tasks run.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// A WAL sync under way.
 type WalSync = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
 
@@ -715,8 +729,14 @@ impl<D: Disk, B: Backend> Node<D, B> {
         if let Some(soft) = &ready.soft_state {
             self.on_role_change(soft.role, now_ms);
         }
+        let sending = !ready.messages.is_empty();
         for msg in std::mem::take(&mut ready.messages) {
             transport.send(self.with_snapshot_image(msg)?);
+        }
+        if sending && ready.must_persist() {
+            // Let the driver's other tasks run once, so a leader's appends are on their way
+            // to the followers before its own sync (which may hold the thread) begins.
+            yield_once().await;
         }
         let mut durable = self.write(&ready)?.map(|sync| Box::pin(future::maybe_done(sync)));
         if let Some(sync) = durable.as_mut() {
@@ -776,6 +796,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
             self.apply(entry, now_ms)?;
         }
         if !ready.committed_entries.is_empty() {
+            // One backend write for the whole batch.
+            self.kv.flush()?;
             self.store_bytes = self.kv.backend().size_bytes();
         }
         if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {

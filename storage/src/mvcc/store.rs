@@ -6,9 +6,11 @@
 //! lease's TTL.
 //!
 //! Invariants:
-//! - every change made while applying one log entry, and that entry's index as the applied
+//! - every change made while applying log entries, and the last entry's index as the applied
 //!   index, reach the backend in a single atomic batch, so a restart never applies an entry
-//!   twice or half;
+//!   twice or half: committed entries are staged in memory and [`KvStore::flush`] writes them
+//!   together (the node flushes after each batch of entries it applies); until then the
+//!   store's own reads see staged versions, and nothing else may read the backend;
 //! - a write request that changes anything takes the next main revision; its changes take
 //!   sub-revisions 0, 1, ... in order; a request that changes nothing keeps the revision;
 //! - a read at revision `r` sees exactly the changes with main revision `<= r`; reads below
@@ -71,6 +73,13 @@ pub struct KvStore<B: Backend> {
     current_rev: i64,
     compact_rev: i64,
     applied_index: u64,
+    /// Changes of committed entries not yet written to the backend.
+    staged: WriteBatch,
+    /// The versions those changes put, by revision, for reads until they are written.
+    staged_kvs: BTreeMap<Revision, KeyValue>,
+    /// Whether entries were committed since the last flush (even ones that changed nothing
+    /// move the applied index).
+    unflushed: bool,
 }
 
 fn decode_i64(v: Option<Vec<u8>>) -> i64 {
@@ -98,6 +107,9 @@ impl<B: Backend> KvStore<B> {
             current_rev: 1,
             compact_rev: 0,
             applied_index: 0,
+            staged: WriteBatch::default(),
+            staged_kvs: BTreeMap::new(),
+            unflushed: false,
             backend,
         };
         store.load()?;
@@ -168,21 +180,39 @@ impl<B: Backend> KvStore<B> {
 
     /// The backend.
     pub fn backend(&self) -> &B {
+        debug_assert!(!self.unflushed, "the backend is read while changes are staged");
         &self.backend
     }
 
     /// The backend, to sync it or install a snapshot image.
     pub fn backend_mut(&mut self) -> &mut B {
+        debug_assert!(!self.unflushed, "the backend is changed while changes are staged");
         &mut self.backend
     }
 
     /// Reloads everything from the backend (after a snapshot image was installed).
     pub fn reload(&mut self) -> Result<()> {
+        assert!(!self.unflushed, "reloading over staged changes");
         self.load()
     }
 
+    /// Writes the changes of every entry committed since the last flush to the backend, with
+    /// the current revision and the applied index, in one atomic batch.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.staged);
+        batch.put(Table::Meta, META_REVISION.to_vec(), self.current_rev.to_be_bytes().to_vec());
+        batch.put(Table::Meta, META_APPLIED.to_vec(), (self.applied_index as i64).to_be_bytes().to_vec());
+        self.backend.write(batch)?;
+        self.staged_kvs.clear();
+        self.unflushed = false;
+        Ok(())
+    }
+
     fn read_kv(&self, rev: Revision, pending: &BTreeMap<Revision, KeyValue>) -> Result<KeyValue> {
-        if let Some(kv) = pending.get(&rev) {
+        if let Some(kv) = pending.get(&rev).or_else(|| self.staged_kvs.get(&rev)) {
             return Ok(kv.clone());
         }
         let bytes = self
@@ -257,6 +287,7 @@ impl<B: Backend> KvStore<B> {
 
     /// The changes with main revision in `[from, to]`, in order, for watch catch-up.
     pub fn events(&self, from: i64, to: i64) -> Result<Vec<Event>> {
+        debug_assert!(!self.unflushed, "the backend is scanned while changes are staged");
         if from < self.compact_rev {
             return Err(MvccError::Compacted);
         }
@@ -282,6 +313,7 @@ impl<B: Backend> KvStore<B> {
     /// Hash of the key-value history up to `rev` (0: current), with the compaction revision
     /// it covers from; replicas at the same point must agree.
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        debug_assert!(!self.unflushed, "the backend is scanned while changes are staged");
         let rev = self.check_revision(rev, self.current_rev)?;
         let mut hash = crc32c::crc32c(b"key");
         let end = Revision::new(rev + 1, 0).to_bytes();
@@ -542,6 +574,8 @@ impl<B: Backend> Apply<'_, B> {
         if rev > self.store.current_rev {
             return Err(MvccError::FutureRev);
         }
+        // The scan below must see every earlier entry's versions.
+        self.store.flush()?;
         let keep = self.store.index.compact(rev);
         let end = Revision::new(rev + 1, 0).to_bytes();
         for (k, _) in self.store.backend.scan(Table::Kv, &[], &end)? {
@@ -589,15 +623,16 @@ impl<B: Backend> Apply<'_, B> {
         self.read_rev()
     }
 
-    /// Writes everything, with the applied index, in one atomic batch.
+    /// Makes the entry's changes take effect, staged for the next [`KvStore::flush`] (which
+    /// records this entry as applied).
     pub fn commit(mut self) -> Result<Committed> {
         if self.sub > 0 {
             self.store.current_rev = self.main;
-            self.batch.put(Table::Meta, META_REVISION.to_vec(), self.main.to_be_bytes().to_vec());
         }
-        self.batch.put(Table::Meta, META_APPLIED.to_vec(), (self.index as i64).to_be_bytes().to_vec());
-        self.store.backend.write(self.batch)?;
         self.store.applied_index = self.index;
+        self.store.staged.ops.append(&mut self.batch.ops);
+        self.store.staged_kvs.append(&mut self.pending);
+        self.store.unflushed = true;
         Ok(Committed { revision: self.store.current_rev, events: self.events })
     }
 }

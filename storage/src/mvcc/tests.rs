@@ -18,6 +18,7 @@ impl Fixture {
         let mut apply = self.store.begin(self.index);
         let out = f(&mut apply);
         apply.commit().unwrap();
+        self.store.flush().unwrap();
         out
     }
 
