@@ -9,10 +9,15 @@
 //! The log is agnostic of Raft's encoding: entries are opaque bytes keyed by their index, and
 //! the hard state and snapshot point are opaque bytes the node encodes.
 //!
+//! Segments reserve their room on disk ahead ([`Disk::reserve`]), so a segment may end in
+//! zero bytes no record was written over; a record header is never all zero.
+//!
 //! Recovery invariants: records are replayed in order; an entry at index `i` replaces every
-//! entry at `>= i` (a conflicting suffix was truncated); a damaged record that runs to the end
-//! of the newest segment is a torn write and is cut off; any other damage is corruption and
-//! recovery refuses to continue rather than start from a wrong log.
+//! entry at `>= i` (a conflicting suffix was truncated); zero bytes to the end of a segment
+//! are unused room (cut off in the newest segment, so appends continue over it); a damaged
+//! record in the newest segment followed only by zero bytes (or by nothing) is a torn write
+//! and is cut off; any other damage is corruption and recovery refuses to continue rather
+//! than start from a wrong log.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -31,6 +36,13 @@ pub trait Disk: 'static {
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
     /// Removes the file.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Lets the file grow to `len` bytes without changing its size on disk at each sync (a
+    /// real disk sets the size ahead; syncing an append that does not grow the file is
+    /// cheaper). Until appended over, that room reads back as zero bytes after the data.
+    fn reserve(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let _ = (name, len);
+        Ok(())
+    }
     /// Makes what was appended to the file before the call, and its directory entry, durable
     /// once the returned future completes. The future borrows nothing, so the caller can go on
     /// working while the disk does (the work may start only when the future is first polled);
@@ -137,23 +149,36 @@ fn encode_record(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
 
 /// One decoded record, or why decoding stopped.
 enum Decoded<'a> {
-    Record { kind: u8, payload: &'a [u8], next: usize },
-    Damaged { reaches_end: bool, reason: String },
+    Record {
+        kind: u8,
+        payload: &'a [u8],
+        next: usize,
+    },
+    /// Only zero bytes from here on: room reserved and never written.
+    Unused,
+    /// A record that does not check out; `end` is where it claims to end (at most the end).
+    Damaged {
+        end: usize,
+        reason: String,
+    },
 }
 
 fn decode_record(buf: &[u8], at: usize) -> Decoded<'_> {
     let rest = &buf[at..];
+    if rest.iter().all(|&b| b == 0) {
+        return Decoded::Unused;
+    }
     if rest.len() < HEADER {
-        return Decoded::Damaged { reaches_end: true, reason: "short header".into() };
+        return Decoded::Damaged { end: buf.len(), reason: "short header".into() };
     }
     let len = u32::from_be_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
     if len == 0 || len > MAX_RECORD || 8 + len > rest.len() {
-        return Decoded::Damaged { reaches_end: true, reason: format!("record length {len} runs past the end") };
+        return Decoded::Damaged { end: buf.len(), reason: format!("record length {len} runs past the end") };
     }
     let body = &rest[8..8 + len];
     if crc32c::crc32c(body) != crc {
-        return Decoded::Damaged { reaches_end: 8 + len == rest.len(), reason: "checksum mismatch".into() };
+        return Decoded::Damaged { end: at + 8 + len, reason: "checksum mismatch".into() };
     }
     Decoded::Record { kind: body[0], payload: &body[1..], next: at + 8 + len }
 }
@@ -168,6 +193,7 @@ impl<D: Disk> Wal<D> {
         let count = segments.len();
         for (i, (_, _, name)) in segments.iter().enumerate() {
             let data = disk.read(name)?;
+            let newest = i + 1 == count;
             let mut at = 0;
             while at < data.len() {
                 match decode_record(&data, at) {
@@ -179,9 +205,15 @@ impl<D: Disk> Wal<D> {
                         })?;
                         at = next;
                     }
-                    Decoded::Damaged { reaches_end, reason } => {
-                        if i + 1 == count && reaches_end {
-                            rec.torn_bytes = data.len() - at;
+                    Decoded::Unused => {
+                        if newest {
+                            disk.truncate(name, at as u64)?;
+                        }
+                        break;
+                    }
+                    Decoded::Damaged { end, reason } => {
+                        if newest && data[end..].iter().all(|&b| b == 0) {
+                            rec.torn_bytes = end - at;
                             disk.truncate(name, at as u64)?;
                             break;
                         }
@@ -217,6 +249,8 @@ impl<D: Disk> Wal<D> {
         };
         if wal.segment.is_empty() {
             wal.start_segment(wal.last_index + 1)?;
+        } else {
+            wal.disk.reserve(&wal.segment, max_segment_bytes)?;
         }
         Ok((wal, rec))
     }
@@ -225,6 +259,7 @@ impl<D: Disk> Wal<D> {
         self.segment_seq += 1;
         self.segment = segment_name(self.segment_seq, first_index);
         self.segment_bytes = 0;
+        self.disk.reserve(&self.segment, self.max_segment_bytes)?;
         let mut buf = Vec::new();
         encode_record(KIND_SNAPSHOT, &encode_snapshot_point(&self.snapshot), &mut buf);
         encode_record(KIND_HARD_STATE, &self.hard_state, &mut buf);
@@ -483,6 +518,53 @@ mod tests {
         wal.save(None, &[entry(2, 7)]).unwrap();
         block_on(wal.sync()).unwrap();
         assert_eq!(reopen(wal.disk().clone()).1.entries, vec![entry(1, 1), entry(2, 7)]);
+    }
+
+    /// Appends `zeros` zero bytes to the newest segment, as room a real disk reserved.
+    fn add_room(disk: &mut MemDisk, zeros: usize) -> String {
+        let name = disk.list().unwrap().into_iter().rfind(|n| n.starts_with("wal-")).unwrap();
+        let (data, synced) = disk.files.get_mut(&name).unwrap();
+        data.extend(std::iter::repeat_n(0, zeros));
+        *synced = data.len();
+        name
+    }
+
+    #[test]
+    fn reserved_room_is_not_records_and_appends_continue_over_it() {
+        let (mut wal, _) = reopen(MemDisk::default());
+        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let mut disk = wal.disk().clone();
+        let name = add_room(&mut disk, 4096);
+        let (mut wal, rec) = reopen(disk);
+        assert_eq!((rec.entries, rec.torn_bytes), (vec![entry(1, 1), entry(2, 1)], 0));
+        wal.save(None, &[entry(3, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let data = wal.disk().read(&name).unwrap();
+        assert!(data.ends_with(&entry(3, 1).data), "the append follows the records, not the room");
+        assert_eq!(reopen(wal.disk().clone()).1.entries.len(), 3);
+    }
+
+    #[test]
+    fn a_torn_record_in_reserved_room_is_cut_off() {
+        let (mut wal, _) = reopen(MemDisk::default());
+        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let mut disk = wal.disk().clone();
+        let name = disk.list().unwrap()[0].clone();
+        let (data, _) = disk.files.get_mut(&name).unwrap();
+        // The last record's final bytes never reached the disk: the room's zeros are there.
+        let len = data.len();
+        data[len - 4..].fill(0);
+        add_room(&mut disk, 4096);
+        let (_, rec) = reopen(disk.clone());
+        assert_eq!(rec.entries, vec![entry(1, 1)]);
+        assert!(rec.torn_bytes > 0);
+        // Damage followed by data is corruption, room or not.
+        let (data, _) = disk.files.get_mut(&name).unwrap();
+        let last = data.len() - 1;
+        data[last] = 7;
+        assert!(matches!(Wal::open(disk, 1 << 20), Err(WalError::Corrupt { .. })));
     }
 
     #[test]

