@@ -203,12 +203,18 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Records a put of `key` at `rev`.
-    pub fn put(&mut self, key: &[u8], rev: Revision) {
+    /// Records a put of `key` at `rev` (newer than any revision recorded); returns where the
+    /// key stood just before.
+    pub fn put(&mut self, key: &[u8], rev: Revision) -> Option<KeyAt> {
         match self.keys.get_mut(key) {
-            Some(history) => history.put(rev),
+            Some(history) => {
+                let before = history.get(i64::MAX);
+                history.put(rev);
+                before
+            }
             None => {
                 self.keys.insert(key.into(), KeyHistory::Created(rev));
+                None
             }
         }
     }

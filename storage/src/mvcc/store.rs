@@ -428,10 +428,9 @@ impl<B: Backend> Apply<'_, B> {
     fn put_checked(&mut self, req: &PutRequest) -> Result<PutResponse> {
         // The key index knows the key's revisions and version and the lessor its lease; the
         // previous value is read only when the request asks for it or keeps it.
-        let existing = self.store.index.get(&req.key, self.read_rev());
         let prev = if req.prev_kv || req.ignore_value { self.current(&req.key)? } else { None };
         let rev = self.next_rev();
-        let (create_revision, version) = match existing {
+        let (create_revision, version) = match self.store.index.put(&req.key, rev) {
             Some(at) => (at.created.main, at.version + 1),
             None => (rev.main, 1),
         };
@@ -448,7 +447,6 @@ impl<B: Backend> Apply<'_, B> {
         if lease != 0 {
             self.store.lessor.attach(lease, &req.key);
         }
-        self.store.index.put(&req.key, rev);
         self.batch.put(Table::Kv, kv_key(rev, false), kv.encode_to_vec());
         self.pending.insert(rev, kv.clone());
         self.events.push(Event { event_type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
@@ -631,7 +629,8 @@ impl<B: Backend> Apply<'_, B> {
         }
         self.store.applied_index = self.index;
         self.store.staged.ops.append(&mut self.batch.ops);
-        self.store.staged_kvs.append(&mut self.pending);
+        // One by one: `BTreeMap::append` would rebuild the whole staged map each time.
+        self.store.staged_kvs.extend(std::mem::take(&mut self.pending));
         self.store.unflushed = true;
         Ok(Committed { revision: self.store.current_rev, events: self.events })
     }
