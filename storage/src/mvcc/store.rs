@@ -6,11 +6,12 @@
 //! lease's TTL.
 //!
 //! Invariants:
-//! - every change made while applying log entries, and the last entry's index as the applied
-//!   index, reach the backend in a single atomic batch, so a restart never applies an entry
-//!   twice or half: committed entries are staged in memory and [`KvStore::flush`] writes them
-//!   together (the node flushes after each batch of entries it applies); until then the
-//!   store's own reads see staged versions, and nothing else may read the backend;
+//! - applied entries reach the backend whole, in atomic batches that also carry the last
+//!   entry's index as the applied index, so a restart never applies an entry twice or half:
+//!   committed entries are staged in memory and [`KvStore::flush`] writes them together (the
+//!   node flushes after each batch of entries it applies, a compaction before its scan);
+//!   until then the store's own reads see staged versions, and nothing else may read the
+//!   backend;
 //! - a write request that changes anything takes the next main revision; its changes take
 //!   sub-revisions 0, 1, ... in order; a request that changes nothing keeps the revision;
 //! - a read at revision `r` sees exactly the changes with main revision `<= r`; reads below
