@@ -15,7 +15,7 @@
 //! record a new file size measured ~30% faster (p50 ~240 -> ~150 us for 300-byte appends).
 //!
 //! Invariants: a file's bytes are its bytes on disk followed by its pending appends; `read`
-//! and `list` see both (a reserved file reads back with zeros after its data). Recovery
+//! and `list` see both (a reserved file, reopened, reads back with zeros after its data). Recovery
 //! (`read`, `truncate`) happens at open, before any append; a file is reserved only once
 //! its appends start at its data's end (after recovery cut any unused room).
 
