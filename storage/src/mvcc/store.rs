@@ -212,8 +212,8 @@ impl<B: Backend> KvStore<B> {
         Ok(())
     }
 
-    fn read_kv(&self, rev: Revision, pending: &BTreeMap<Revision, KeyValue>) -> Result<KeyValue> {
-        if let Some(kv) = pending.get(&rev).or_else(|| self.staged_kvs.get(&rev)) {
+    fn read_kv(&self, rev: Revision) -> Result<KeyValue> {
+        if let Some(kv) = self.staged_kvs.get(&rev) {
             return Ok(kv.clone());
         }
         let bytes = self
@@ -235,15 +235,10 @@ impl<B: Backend> KvStore<B> {
 
     /// Serves a range at its revision (0: the current one).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        self.range_at(req, self.current_rev, &BTreeMap::new())
+        self.range_at(req, self.current_rev)
     }
 
-    fn range_at(
-        &self,
-        req: &RangeRequest,
-        current: i64,
-        pending: &BTreeMap<Revision, KeyValue>,
-    ) -> Result<RangeResponse> {
+    fn range_at(&self, req: &RangeRequest, current: i64) -> Result<RangeResponse> {
         let rev = self.check_revision(req.revision, current)?;
         let found = self.index.range(&req.key, &req.range_end, rev);
         let count = found.len() as i64;
@@ -265,7 +260,7 @@ impl<B: Backend> KvStore<B> {
         let fetch = if req.limit > 0 && !sorted && !filtered { (req.limit + 1) as usize } else { usize::MAX };
         let mut kvs = Vec::new();
         for (_, at) in found.iter().take(fetch) {
-            let kv = self.read_kv(at.modified, pending)?;
+            let kv = self.read_kv(at.modified)?;
             if passes_filters(req, &kv) {
                 kvs.push(kv);
             }
@@ -306,7 +301,7 @@ impl<B: Backend> KvStore<B> {
     /// The version of `key` visible just before revision `rev` (for a watcher's prev_kv).
     pub fn prev_kv(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
         match self.index.get(key, rev - 1) {
-            Some(at) => Ok(Some(self.read_kv(at.modified, &BTreeMap::new())?)),
+            Some(at) => Ok(Some(self.read_kv(at.modified)?)),
             None => Ok(None),
         }
     }
@@ -328,15 +323,7 @@ impl<B: Backend> KvStore<B> {
     /// Starts applying log entry `index`; call [`Apply::commit`] to make it take effect.
     pub fn begin(&mut self, index: u64) -> Apply<'_, B> {
         let main = self.current_rev + 1;
-        Apply {
-            store: self,
-            index,
-            main,
-            sub: 0,
-            batch: WriteBatch::default(),
-            pending: BTreeMap::new(),
-            events: Vec::new(),
-        }
+        Apply { store: self, index, main, sub: 0, events: Vec::new() }
     }
 }
 
@@ -364,16 +351,14 @@ fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
     });
 }
 
-/// The changes of one log entry, applied atomically on [`Apply::commit`]. Reads through it
-/// see its own earlier writes, as etcd's transactions do.
+/// The changes of one log entry. They are staged in the store as they are made (reads see
+/// them, as etcd's transactions see their own earlier writes) and reach the backend with the
+/// first [`KvStore::flush`] after [`Apply::commit`], which makes the entry applied.
 pub struct Apply<'a, B: Backend> {
     store: &'a mut KvStore<B>,
     index: u64,
     main: i64,
     sub: i64,
-    batch: WriteBatch,
-    /// Versions written by this entry, not yet in the backend.
-    pending: BTreeMap<Revision, KeyValue>,
     events: Vec<Event>,
 }
 
@@ -395,7 +380,7 @@ impl<B: Backend> Apply<'_, B> {
 
     fn current(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         match self.store.index.get(key, self.read_rev()) {
-            Some(KeyAt { modified, .. }) => Ok(Some(self.store.read_kv(modified, &self.pending)?)),
+            Some(KeyAt { modified, .. }) => Ok(Some(self.store.read_kv(modified)?)),
             None => Ok(None),
         }
     }
@@ -407,7 +392,7 @@ impl<B: Backend> Apply<'_, B> {
 
     /// Serves a range as of this entry's writes so far.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        self.store.range_at(req, self.read_rev(), &self.pending)
+        self.store.range_at(req, self.read_rev())
     }
 
     fn check_put(&self, req: &PutRequest) -> Result<()> {
@@ -448,8 +433,8 @@ impl<B: Backend> Apply<'_, B> {
         if lease != 0 {
             self.store.lessor.attach(lease, &req.key);
         }
-        self.batch.put(Table::Kv, kv_key(rev, false), kv.encode_to_vec());
-        self.pending.insert(rev, kv.clone());
+        self.store.staged.put(Table::Kv, kv_key(rev, false), kv.encode_to_vec());
+        self.store.staged_kvs.insert(rev, kv.clone());
         self.events.push(Event { event_type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
         Ok(PutResponse { prev_kv: if req.prev_kv { prev } else { None } })
     }
@@ -459,14 +444,14 @@ impl<B: Backend> Apply<'_, B> {
         let keys = self.store.index.range(&req.key, &req.range_end, self.read_rev());
         let mut prev_kvs = Vec::new();
         for (key, at) in &keys {
-            let prev = self.store.read_kv(at.modified, &self.pending)?;
+            let prev = self.store.read_kv(at.modified)?;
             let rev = self.next_rev();
             self.store.index.tombstone(key, rev);
             if prev.lease != 0 {
                 self.store.lessor.detach(prev.lease, key);
             }
             let tomb = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
-            self.batch.put(Table::Kv, kv_key(rev, true), tomb.encode_to_vec());
+            self.store.staged.put(Table::Kv, kv_key(rev, true), tomb.encode_to_vec());
             self.events.push(Event {
                 event_type: EventType::Delete as i32,
                 kv: Some(tomb),
@@ -583,11 +568,11 @@ impl<B: Backend> Apply<'_, B> {
             // watcher starting at the compaction revision still sees it.
             let tombstone = k.get(17) == Some(&TOMBSTONE);
             if (tombstone && r.main < rev) || (!tombstone && keep.binary_search(&r).is_err()) {
-                self.batch.delete(Table::Kv, k);
+                self.store.staged.delete(Table::Kv, k);
             }
         }
         self.store.compact_rev = rev;
-        self.batch.put(Table::Meta, META_COMPACT.to_vec(), rev.to_be_bytes().to_vec());
+        self.store.staged.put(Table::Meta, META_COMPACT.to_vec(), rev.to_be_bytes().to_vec());
         Ok(())
     }
 
@@ -597,7 +582,7 @@ impl<B: Backend> Apply<'_, B> {
             return Err(MvccError::LeaseExists);
         }
         self.store.lessor.grant(id, ttl_secs, now_ms);
-        self.batch.put(Table::Lease, id.to_be_bytes().to_vec(), ttl_secs.to_be_bytes().to_vec());
+        self.store.staged.put(Table::Lease, id.to_be_bytes().to_vec(), ttl_secs.to_be_bytes().to_vec());
         Ok(())
     }
 
@@ -608,13 +593,13 @@ impl<B: Backend> Apply<'_, B> {
             self.delete_range(&DeleteRangeRequest { key, ..Default::default() })?;
         }
         self.store.lessor.revoke(id);
-        self.batch.delete(Table::Lease, id.to_be_bytes().to_vec());
+        self.store.staged.delete(Table::Lease, id.to_be_bytes().to_vec());
         Ok(())
     }
 
     /// Stores opaque node metadata (membership, for example) with this entry.
     pub fn put_meta(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch.put(Table::Meta, key.to_vec(), value);
+        self.store.staged.put(Table::Meta, key.to_vec(), value);
     }
 
     /// The revision a response header reports.
@@ -622,16 +607,12 @@ impl<B: Backend> Apply<'_, B> {
         self.read_rev()
     }
 
-    /// Makes the entry's changes take effect, staged for the next [`KvStore::flush`] (which
-    /// records this entry as applied).
-    pub fn commit(mut self) -> Result<Committed> {
+    /// Makes the entry applied: the next [`KvStore::flush`] writes its changes and records it.
+    pub fn commit(self) -> Result<Committed> {
         if self.sub > 0 {
             self.store.current_rev = self.main;
         }
         self.store.applied_index = self.index;
-        self.store.staged.ops.append(&mut self.batch.ops);
-        // One by one: `BTreeMap::append` would rebuild the whole staged map each time.
-        self.store.staged_kvs.extend(std::mem::take(&mut self.pending));
         self.store.unflushed = true;
         Ok(Committed { revision: self.store.current_rev, events: self.events })
     }
