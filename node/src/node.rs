@@ -232,8 +232,6 @@ pub struct Persisting {
     ready: Ready,
     /// Makes the ready's writes durable (None: nothing needs syncing).
     durable: Option<Pin<Box<future::MaybeDone<WalSync>>>>,
-    /// Whether its committed entries are applied already.
-    applied: bool,
 }
 
 /// One Raft member and its state machine.
@@ -744,11 +742,10 @@ impl<D: Disk, B: Backend> Node<D, B> {
             let _ = futures::poll!(sync.as_mut());
         }
         // A snapshot being installed replaces the store first; then the entries wait.
-        let applied = ready.snapshot.is_none();
-        if applied {
+        if ready.snapshot.is_none() {
             self.apply_committed(&ready, now_ms)?;
         }
-        Ok(Some(Persisting { ready, durable, applied }))
+        Ok(Some(Persisting { ready, durable }))
     }
 
     /// Completes a ready once its writes are durable: records them in Raft's log, sends what
@@ -759,7 +756,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         transport: &mut impl Transport,
         now_ms: u64,
     ) -> Result<(), NodeError> {
-        let Persisting { mut ready, durable, applied } = persisting;
+        let Persisting { mut ready, durable } = persisting;
         if let Some(mut sync) = durable {
             sync.as_mut().await;
             sync.as_mut().take_output().expect("the sync completed")?;
@@ -775,7 +772,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
         for msg in std::mem::take(&mut ready.persisted_messages) {
             transport.send(self.with_snapshot_image(msg)?);
         }
-        if !applied {
+        if ready.snapshot.is_some() {
+            // Held back in `start_ready` until the snapshot replaced the store.
             self.apply_committed(&ready, now_ms)?;
         }
         for rs in std::mem::take(&mut ready.read_states) {
@@ -791,16 +789,17 @@ impl<D: Disk, B: Backend> Node<D, B> {
     }
 
     fn apply_committed(&mut self, ready: &Ready, now_ms: u64) -> Result<(), NodeError> {
+        if ready.committed_entries.is_empty() {
+            return Ok(());
+        }
         let apply_started = self.probe_now();
         for entry in &ready.committed_entries {
             self.apply(entry, now_ms)?;
         }
-        if !ready.committed_entries.is_empty() {
-            // One backend write for the whole batch.
-            self.kv.flush()?;
-            self.store_bytes = self.kv.backend().size_bytes();
-        }
-        if let Some(probe) = self.probe.as_ref().filter(|_| !ready.committed_entries.is_empty()) {
+        // One backend write for the whole batch.
+        self.kv.flush()?;
+        self.store_bytes = self.kv.backend().size_bytes();
+        if let Some(probe) = &self.probe {
             probe.applied(probe.now_nanos().saturating_sub(apply_started));
         }
         Ok(())
@@ -844,7 +843,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// it. (The follower acknowledges that index, which covers what Raft asked to send.) No
     /// image is kept otherwise: the store itself is the state a snapshot point stands for.
     fn with_snapshot_image(&self, mut msg: Message) -> Result<Message, NodeError> {
-        if let Some(snapshot) = msg.snapshot.as_mut().filter(|s| s.data.is_empty()) {
+        if let Some(snapshot) = msg.snapshot.as_mut() {
             let index = self.kv.applied_index();
             let term = self
                 .raw

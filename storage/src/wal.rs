@@ -191,6 +191,8 @@ impl<D: Disk> Wal<D> {
         segments.sort();
         let mut rec = Recovered::default();
         let count = segments.len();
+        // Where the newest segment's records end: appends continue there.
+        let mut newest_bytes = 0;
         for (i, (_, _, name)) in segments.iter().enumerate() {
             let data = disk.read(name)?;
             let newest = i + 1 == count;
@@ -221,6 +223,7 @@ impl<D: Disk> Wal<D> {
                     }
                 }
             }
+            newest_bytes = at as u64;
         }
         // Segments that survive compaction may start before the snapshot point (their
         // headers name an older one): keep what follows the snapshot, which must be gapless.
@@ -233,7 +236,7 @@ impl<D: Disk> Wal<D> {
             }
         }
         let (segment_seq, segment, segment_bytes) = match segments.last() {
-            Some((seq, _, name)) => (*seq, name.clone(), disk.read(name)?.len() as u64),
+            Some((seq, _, name)) => (*seq, name.clone(), newest_bytes),
             None => (0, String::new(), 0),
         };
         let mut wal = Wal {
