@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use futures::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 use keel_raft::Message;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{Frame, Hello, Transport};
 
@@ -137,11 +139,27 @@ async fn write_to_peer(id: u64, addrs: Vec<SocketAddr>, hello: Rc<Hello>, mut ou
     }
 }
 
+/// A listener on `addr` for the current glommio executor. Like etcd (Go's listeners), it sets
+/// `SO_REUSEADDR` so a restarted member can bind while connections of its previous run linger
+/// in `TIME_WAIT`, and not `SO_REUSEPORT` (glommio's own `bind` sets that, which lets a second
+/// process bind the same port and take half the connections, and still fails beside another
+/// program's `TIME_WAIT` sockets).
+#[expect(unsafe_code, reason = "glommio adopts a listening socket only through FromRawFd")]
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves to the
+    // listener (`into_raw_fd` gives it up here).
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// Accepts peer connections on `addr`, calling `deliver` with the sender's member id and
 /// each frame it sends, its [`Hello`] first. Connections whose first frame is not a `Hello`
 /// from `cluster_id` are closed.
 pub fn listen(addr: SocketAddr, cluster_id: u64, deliver: impl Fn(u64, Frame) + 'static) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).map_err(io::Error::from)?;
+    let listener = bind(addr)?;
     let deliver = Rc::new(deliver);
     glommio::spawn_local(async move {
         loop {
@@ -197,5 +215,43 @@ async fn read_from_peer(stream: TcpStream, cluster_id: u64, deliver: &dyn Fn(u64
     loop {
         let frame = read_frame(&mut reader, &mut scratch).await?;
         deliver(from, frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use glommio::LocalExecutorBuilder;
+
+    use super::*;
+
+    fn on_executor(test: impl FnOnce() + Send + 'static) {
+        LocalExecutorBuilder::default().spawn(move || async move { test() }).unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn a_bound_address_is_not_shared_with_a_second_listener() {
+        on_executor(|| {
+            let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = first.local_addr().unwrap();
+            let err = bind(addr).map(drop).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        });
+    }
+
+    #[test]
+    fn binds_beside_another_programs_time_wait_connections() {
+        // A server that closes first leaves its side in TIME_WAIT; std's listener (like Go's)
+        // sets SO_REUSEADDR only.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        drop(server.accept().unwrap());
+        assert_eq!(client.read(&mut [0; 1]).unwrap(), 0, "the server closed first");
+        drop((client, server));
+        on_executor(move || {
+            bind(addr).expect("rebinding with a connection in TIME_WAIT");
+        });
     }
 }

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -197,7 +196,7 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     let (ready_tx, ready_rx) = futures::channel::oneshot::channel::<()>();
     let ready = futures::future::FutureExt::shared(ready_rx);
     for addr in &config.listen_client {
-        let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+        let listener = keel_net::tcp::bind(*addr).map_err(|e| format!("listening on {addr}: {e}"))?;
         let context = context.clone();
         let (ready, name, addr) = (ready.clone(), config.name.clone(), *addr);
         glommio::spawn_local(async move {
