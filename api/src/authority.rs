@@ -107,6 +107,12 @@ fn put_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: 
 }
 
 impl AuthorityFix {
+    /// Whether every byte from now on passes through unchanged, with nothing held back: the
+    /// caller may then hand the client's bytes to the server without [`AuthorityFix::push`].
+    pub fn passes_through(&self) -> bool {
+        self.mode == Mode::PassThrough && self.pending.is_empty()
+    }
+
     /// Feeds bytes read from the client; appends what the server should read to `out`.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
         let mut input = input;
@@ -300,8 +306,18 @@ mod tests {
         headers_frame(&mut input, &later, END_HEADERS, 3);
         let mut fix = AuthorityFix::default();
         let mut out = Vec::new();
-        for chunk in input.chunks(5) {
+        let mut chunks = input.chunks(5);
+        for chunk in chunks.by_ref() {
+            assert!(!fix.passes_through(), "decided only once the first header block is complete");
             fix.push(chunk, &mut out).expect("passes");
+            if out.len() > PREFACE.len() + 9 {
+                break; // the first HEADERS frame is out
+            }
+        }
+        assert!(fix.passes_through());
+        for chunk in chunks {
+            fix.push(chunk, &mut out).expect("passes");
+            assert!(fix.passes_through());
         }
         assert_eq!(out, input);
     }

@@ -3,7 +3,9 @@
 //! A client connection is HTTP/2 (gRPC) if it opens with the HTTP/2 preface, HTTP/1.1
 //! (health, metrics, the JSON gateway) otherwise, as on etcd's client port. On HTTP/2, what
 //! the client sends passes through [`AuthorityFix`] before hyper reads it, so requests
-//! carrying a URL as `:authority` (etcdctl 3.4's `endpoint status`) are served, not reset.
+//! carrying a URL as `:authority` (etcdctl 3.4's `endpoint status`) are served, not reset;
+//! once the fix passes the connection through unchanged, hyper reads straight from the
+//! buffer the socket was read into.
 
 use std::future::Future;
 use std::io;
@@ -17,12 +19,20 @@ use keel_api::authority::{AuthorityFix, PREFACE};
 /// A glommio TCP stream as hyper IO.
 pub struct Io {
     stream: TcpStream,
-    /// Present on HTTP/2 connections.
+    /// Present on HTTP/2 connections until the fix passes everything through unchanged.
     fix: Option<AuthorityFix>,
     /// Repaired bytes not yet read by hyper, from `consumed` on.
     repaired: Vec<u8>,
     consumed: usize,
+    /// Where reads from the socket land (allocated once per connection); on a connection
+    /// that needs no repair, hyper reads `received[received_at..received_end]` from it.
+    received: Box<[u8]>,
+    received_at: usize,
+    received_end: usize,
 }
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl Io {
     /// Wraps an accepted client connection, reading its first bytes to tell HTTP/2 from
@@ -38,7 +48,15 @@ impl Io {
             start.extend_from_slice(&chunk[..n]);
         }
         let http2 = start.starts_with(PREFACE);
-        let mut io = Io { stream, fix: http2.then(AuthorityFix::default), repaired: Vec::new(), consumed: 0 };
+        let mut io = Io {
+            stream,
+            fix: http2.then(AuthorityFix::default),
+            repaired: Vec::new(),
+            consumed: 0,
+            received: vec![0; READ_CHUNK].into_boxed_slice(),
+            received_at: 0,
+            received_end: 0,
+        };
         io.take_in(&start)?;
         Ok((io, http2))
     }
@@ -62,22 +80,40 @@ impl hyper::rt::Read for Io {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Read until a whole frame is repaired (or the client closes).
-        while this.consumed == this.repaired.len() {
+        loop {
+            // Repaired bytes first, then bytes that need none, in the order they came.
+            let available = if this.consumed < this.repaired.len() {
+                &this.repaired[this.consumed..]
+            } else {
+                &this.received[this.received_at..this.received_end]
+            };
+            if !available.is_empty() {
+                let n = buf.remaining().min(available.len());
+                buf.put_slice(&available[..n]);
+                if this.consumed < this.repaired.len() {
+                    this.consumed += n;
+                } else {
+                    this.received_at += n;
+                }
+                return Poll::Ready(Ok(()));
+            }
             this.repaired.clear();
             this.consumed = 0;
-            let mut chunk = [0u8; 16 * 1024];
-            let n = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut chunk))?;
+            if this.fix.as_ref().is_some_and(AuthorityFix::passes_through) {
+                this.fix = None;
+            }
+            let n = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut this.received))?;
             if n == 0 {
                 return Poll::Ready(Ok(()));
             }
-            this.take_in(&chunk[..n])?;
+            match &mut this.fix {
+                // Read until a whole frame is repaired (or the client closes).
+                Some(fix) => fix
+                    .push(&this.received[..n], &mut this.repaired)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                None => (this.received_at, this.received_end) = (0, n),
+            }
         }
-        let available = &this.repaired[this.consumed..];
-        let n = buf.remaining().min(available.len());
-        buf.put_slice(&available[..n]);
-        this.consumed += n;
-        Poll::Ready(Ok(()))
     }
 }
 
