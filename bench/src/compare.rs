@@ -43,6 +43,10 @@ pub struct CompareArgs {
     /// Cluster sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     pub members: Vec<usize>,
+    /// Rounds per cluster size, each starting etcd and then keel afresh; the table reports
+    /// each figure's median over the rounds (this machine's noise is per run, not per system).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Keys the workloads use (reads run on all of them, prefilled).
     #[arg(long, default_value_t = 10_000)]
     pub key_space: u64,
@@ -88,12 +92,42 @@ const CASES: [Case; 7] = [
 const WATCHERS: usize = 100;
 const WATCH_PUT_RATE: f64 = 200.0;
 
-/// What one system measured on one cluster size.
+/// What one system measured on one cluster size in one round.
 #[derive(Serialize)]
 struct Measured {
     system: System,
     members: usize,
+    round: u32,
     reports: Vec<Report>,
+}
+
+/// One workload's figures on one system: each the median over the rounds, errors summed.
+struct Medians {
+    throughput: f64,
+    p50: u64,
+    p99: u64,
+    errors: u64,
+}
+
+impl Medians {
+    fn of(rounds: &[&Measured], case: usize) -> Result<Medians, String> {
+        let reports: Vec<&Report> = rounds
+            .iter()
+            .map(|m| m.reports.get(case).ok_or("a round is missing a workload"))
+            .collect::<Result<_, _>>()?;
+        Ok(Medians {
+            throughput: median(reports.iter().map(|r| r.throughput).collect()),
+            p50: median(reports.iter().map(|r| r.latency_us.p50).collect()),
+            p99: median(reports.iter().map(|r| r.latency_us.p99).collect()),
+            errors: reports.iter().map(|r| r.errors).sum(),
+        })
+    }
+}
+
+/// The middle value (the lower of the two middle ones for an even count).
+fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("figures are never NaN"));
+    values[(values.len() - 1) / 2]
 }
 
 /// Memory and restart with many keys on one member.
@@ -124,15 +158,16 @@ pub async fn run(args: &CompareArgs) -> Result<(), String> {
 
     let mut measured = Vec::new();
     for &members in &args.members {
-        for system in [System::Etcd, System::Keel] {
+        for (round, system) in (0..args.rounds).flat_map(|round| [(round, System::Etcd), (round, System::Keel)]) {
             let cluster = Cluster::start(system, args, &work_dir, members, &mut ports)?;
             cluster.wait_ready().await?;
             let mut reports = Vec::new();
             for case in &CASES {
                 let report = load::run(case.workload, &case_args(case, &cluster.endpoints, args), false).await?;
                 eprintln!(
-                    "{} {members} member(s): {} x{}: {:.0}/s p50 {} p99 {} errors {}",
+                    "{} {members} member(s), round {}: {} x{}: {:.0}/s p50 {} p99 {} errors {}",
                     system.name(),
+                    round + 1,
                     report.workload,
                     report.clients,
                     report.throughput,
@@ -143,7 +178,7 @@ pub async fn run(args: &CompareArgs) -> Result<(), String> {
                 reports.push(report);
             }
             cluster.stop();
-            measured.push(Measured { system, members, reports });
+            measured.push(Measured { system, members, round, reports });
         }
     }
 
@@ -365,9 +400,12 @@ fn render(
         "Written by `ci/bench` ({}). Each system runs alone on loopback with etcd's flags and a fresh data \
          directory; the same client (`keel-bench`, on the same machine) drives both. Ratios are Keel / etcd: \
          throughput above 1 and latency below 1 favour Keel. The goal is throughput ≥ 2× and p99 ≤ 0.5×. \
-         Each workload runs {} s; reads run on {} prefilled keys; values are 256 bytes. Watch fan-out \
-         runs at a fixed offered rate, so only its latencies (put to event, per watcher) compare.\n",
+         Each cluster size runs {} round(s), each starting etcd and then keel afresh; every figure is its \
+         median over the rounds, and the ratios of each round are listed too. Each workload runs {} s; \
+         reads run on {} prefilled keys; values are 256 bytes. Watch fan-out runs at a fixed offered rate, \
+         so only its latencies (put to event, per watcher) compare.\n",
         today(),
+        args.rounds,
         args.seconds,
         args.key_space
     );
@@ -392,41 +430,58 @@ fn render(
     let mut members: Vec<usize> = measured.iter().map(|m| m.members).collect();
     members.dedup();
     for size in members {
-        let find = |system| measured.iter().find(|m| m.system == system && m.members == size).ok_or("missing run");
-        let (etcd, keel) = (find(System::Etcd)?, find(System::Keel)?);
+        let runs = |system| -> Vec<&Measured> {
+            measured.iter().filter(|m| m.system == system && m.members == size).collect()
+        };
+        let (etcd, keel) = (runs(System::Etcd), runs(System::Keel));
+        if etcd.is_empty() || etcd.len() != keel.len() {
+            return Err(format!("uneven rounds for {size} member(s)"));
+        }
         let _ = writeln!(md, "## {size} member{}\n", if size == 1 { "" } else { "s" });
         let _ = writeln!(
             md,
-            "| workload | clients | etcd ops/s | keel ops/s | × | etcd p50 | keel p50 | etcd p99 | keel p99 | p99 × | errors etcd/keel |"
+            "| workload | clients | etcd ops/s | keel ops/s | × | etcd p50 | keel p50 | etcd p99 | keel p99 | p99 × | × per round | p99 × per round | errors etcd/keel |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for (e, k) in etcd.reports.iter().zip(&keel.reports) {
-            let workload = if e.workload == "watch" {
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for case in 0..etcd[0].reports.len() {
+            let (e, k) = (Medians::of(&etcd, case)?, Medians::of(&keel, case)?);
+            let first = &etcd[0].reports[case];
+            let workload = if first.workload == "watch" {
                 format!("watch ({WATCHERS} watchers, {WATCH_PUT_RATE} puts/s)")
             } else {
-                e.workload.clone()
+                first.workload.clone()
+            };
+            let per_round = |figure: fn(&Report) -> f64| {
+                etcd.iter()
+                    .zip(&keel)
+                    .map(|(e, k)| format!("{:.2}", ratio(figure(&k.reports[case]), figure(&e.reports[case]))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let _ = writeln!(
                 md,
-                "| {workload} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.2} | {}/{} |",
-                e.clients,
+                "| {workload} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {} | {}/{} |",
+                first.clients,
                 e.throughput,
                 k.throughput,
                 ratio(k.throughput, e.throughput),
-                micros(e.latency_us.p50),
-                micros(k.latency_us.p50),
-                micros(e.latency_us.p99),
-                micros(k.latency_us.p99),
-                ratio(k.latency_us.p99 as f64, e.latency_us.p99 as f64),
+                micros(e.p50),
+                micros(k.p50),
+                micros(e.p99),
+                micros(k.p99),
+                ratio(k.p99 as f64, e.p99 as f64),
+                per_round(|r| r.throughput),
+                per_round(|r| r.latency_us.p99 as f64),
                 e.errors,
                 k.errors
             );
         }
-        if let Some(put1) = keel.reports.iter().find(|r| r.workload == "put" && r.clients == 1) {
+        let put1 = etcd[0].reports.iter().position(|r| r.workload == "put" && r.clients == 1);
+        if let Some(case) = put1 {
             let _ = writeln!(
                 md,
                 "\nKeel's 1-client put p50 is {:.2}× the fdatasync floor.",
-                ratio(put1.latency_us.p50 as f64, floor.latency_us.p50 as f64)
+                ratio(Medians::of(&keel, case)?.p50 as f64, floor.latency_us.p50 as f64)
             );
         }
         let _ = writeln!(md);
@@ -512,6 +567,7 @@ mod tests {
             work_dir: Some(dir.path().join("work")),
             seconds: 0.3,
             members: vec![1],
+            rounds: 2,
             key_space: 200,
             memory_keys: 500,
         };
@@ -529,12 +585,21 @@ mod tests {
             assert!(markdown.contains(row), "no row {row} in\n{markdown}");
         }
         assert!(markdown.contains("| resident memory |"), "{markdown}");
+        assert!(markdown.contains("2 round(s)"), "{markdown}");
         let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(args.json.unwrap()).unwrap()).unwrap();
+        assert_eq!(json["runs"].as_array().unwrap().len(), 4, "two rounds of two systems");
         for run in json["runs"].as_array().unwrap() {
             for report in run["reports"].as_array().unwrap() {
                 assert_eq!(report["errors"], 0, "{report}");
                 assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
             }
         }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_lower_middle_one() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![40, 10, 30, 20]), 20);
+        assert_eq!(median(vec![7]), 7);
     }
 }
