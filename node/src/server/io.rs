@@ -64,13 +64,18 @@ impl Io {
     /// Passes bytes from the client on to hyper (repaired on HTTP/2).
     fn take_in(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.fix {
-            Some(fix) => fix.push(bytes, &mut self.repaired).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Some(fix) => repair(fix, bytes, &mut self.repaired),
             None => {
                 self.repaired.extend_from_slice(bytes);
                 Ok(())
             }
         }
     }
+}
+
+/// Feeds the client's bytes through the fix; malformed HTTP/2 ends the connection.
+fn repair(fix: &mut AuthorityFix, bytes: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    fix.push(bytes, out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl hyper::rt::Read for Io {
@@ -108,9 +113,7 @@ impl hyper::rt::Read for Io {
             }
             match &mut this.fix {
                 // Read until a whole frame is repaired (or the client closes).
-                Some(fix) => fix
-                    .push(&this.received[..n], &mut this.repaired)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                Some(fix) => repair(fix, &this.received[..n], &mut this.repaired)?,
                 None => (this.received_at, this.received_end) = (0, n),
             }
         }
