@@ -231,7 +231,7 @@ type WalSync = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
 pub struct Persisting {
     ready: Ready,
     /// Makes the ready's writes durable (None: nothing needs syncing).
-    durable: Option<Pin<Box<future::MaybeDone<WalSync>>>>,
+    durable: Option<future::MaybeDone<WalSync>>,
 }
 
 /// One Raft member and its state machine.
@@ -736,10 +736,10 @@ impl<D: Disk, B: Backend> Node<D, B> {
             // to the followers before its own sync (which may hold the thread) begins.
             yield_once().await;
         }
-        let mut durable = self.write(&ready)?.map(|sync| Box::pin(future::maybe_done(sync)));
+        let mut durable = self.write(&ready)?.map(future::maybe_done);
         if let Some(sync) = durable.as_mut() {
             // One poll hands the disk its work now, so it runs while the entries apply.
-            let _ = futures::poll!(sync.as_mut());
+            let _ = futures::poll!(Pin::new(sync));
         }
         // A snapshot being installed replaces the store first; then the entries wait.
         if ready.snapshot.is_none() {
@@ -758,8 +758,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
     ) -> Result<(), NodeError> {
         let Persisting { mut ready, durable } = persisting;
         if let Some(mut sync) = durable {
-            sync.as_mut().await;
-            sync.as_mut().take_output().expect("the sync completed")?;
+            Pin::new(&mut sync).await;
+            Pin::new(&mut sync).take_output().expect("the sync completed")?;
         }
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(snapshot)?;
@@ -905,7 +905,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             }
             let mut apply = self.kv.begin(entry.index);
             apply.put_meta(META_CONF_STATE, self.conf_state.encode_to_vec());
-            let committed = apply.commit()?;
+            let committed = apply.commit();
             let id = cc.context.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
             if let Some(p) = self.take_committed(id) {
                 let response = Response::ConfChange(self.conf_state.clone());
@@ -918,7 +918,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             return Ok(());
         }
         if entry.data.is_empty() {
-            let committed = self.kv.begin(entry.index).commit()?;
+            let committed = self.kv.begin(entry.index).commit();
             self.record(entry, committed.revision, Vec::new(), None);
             return Ok(());
         }
@@ -932,7 +932,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             };
         if refused {
             // etcd's capped applier: the entry applies as a no-op and its client hears why.
-            let committed = self.kv.begin(entry.index).commit()?;
+            let committed = self.kv.begin(entry.index).commit();
             if let Some(p) = self.take_committed(proposal.id) {
                 self.reply(p.token, Err(EtcdError::NoSpace));
             }
@@ -971,7 +971,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             }
             None => return Err(NodeError::Corrupt(format!("entry {} has no operation", entry.index))),
         };
-        let committed = apply.commit()?;
+        let committed = apply.commit();
         self.watches.notify(committed.revision, &committed.events, &self.kv)?;
         if let Some(p) = self.take_committed(proposal.id) {
             let answer = match result {

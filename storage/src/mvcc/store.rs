@@ -608,13 +608,13 @@ impl<B: Backend> Apply<'_, B> {
     }
 
     /// Makes the entry applied: the next [`KvStore::flush`] writes its changes and records it.
-    pub fn commit(self) -> Result<Committed> {
+    pub fn commit(self) -> Committed {
         if self.sub > 0 {
             self.store.current_rev = self.main;
         }
         self.store.applied_index = self.index;
         self.store.unflushed = true;
-        Ok(Committed { revision: self.store.current_rev, events: self.events })
+        Committed { revision: self.store.current_rev, events: self.events }
     }
 }
 

@@ -17,7 +17,7 @@ impl Fixture {
         self.index += 1;
         let mut apply = self.store.begin(self.index);
         let out = f(&mut apply);
-        apply.commit().unwrap();
+        apply.commit();
         self.store.flush().unwrap();
         out
     }
