@@ -482,6 +482,14 @@ mod tests {
         Wal::open(disk, 1 << 20).unwrap()
     }
 
+    /// The disk of a fresh log after `entries` were saved and synced.
+    fn synced(entries: &[WalEntry]) -> MemDisk {
+        let (mut wal, _) = reopen(MemDisk::default());
+        wal.save(None, entries).unwrap();
+        block_on(wal.sync()).unwrap();
+        wal.disk().clone()
+    }
+
     #[test]
     fn round_trip_with_conflicting_suffix() {
         let (mut wal, rec) = reopen(MemDisk::default());
@@ -507,10 +515,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_cut_off() {
-        let (mut wal, _) = reopen(MemDisk::default());
-        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
-        block_on(wal.sync()).unwrap();
-        let mut disk = wal.disk().clone();
+        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
         let name = disk.list().unwrap()[0].clone();
         let len = disk.read(&name).unwrap().len();
         disk.truncate(&name, len as u64 - 3).unwrap();
@@ -534,10 +539,7 @@ mod tests {
 
     #[test]
     fn reserved_room_is_not_records_and_appends_continue_over_it() {
-        let (mut wal, _) = reopen(MemDisk::default());
-        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
-        block_on(wal.sync()).unwrap();
-        let mut disk = wal.disk().clone();
+        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
         let name = add_room(&mut disk, 4096);
         let (mut wal, rec) = reopen(disk);
         assert_eq!((rec.entries, rec.torn_bytes), (vec![entry(1, 1), entry(2, 1)], 0));
@@ -550,10 +552,7 @@ mod tests {
 
     #[test]
     fn a_torn_record_in_reserved_room_is_cut_off() {
-        let (mut wal, _) = reopen(MemDisk::default());
-        wal.save(None, &[entry(1, 1), entry(2, 1)]).unwrap();
-        block_on(wal.sync()).unwrap();
-        let mut disk = wal.disk().clone();
+        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
         let name = disk.list().unwrap()[0].clone();
         let (data, _) = disk.files.get_mut(&name).unwrap();
         // The last record's final bytes never reached the disk: the room's zeros are there.
@@ -572,10 +571,7 @@ mod tests {
 
     #[test]
     fn corrupt_middle_is_refused() {
-        let (mut wal, _) = reopen(MemDisk::default());
-        wal.save(None, &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
-        block_on(wal.sync()).unwrap();
-        let mut disk = wal.disk().clone();
+        let mut disk = synced(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
         let name = disk.list().unwrap()[0].clone();
         let mut data = disk.read(&name).unwrap();
         let middle = data.len() - 40;

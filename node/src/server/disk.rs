@@ -11,17 +11,16 @@
 //! zero-filled segments needs no worker thread and leaves the executor free during the write
 //! (~30 us of its CPU per sync against ~45 us inline), yet measured lower still: 64-client
 //! puts 30-31k against 36-37k ops/s, 256 clients 33-34k against ~40k, alternating runs. The
-//! node core does not depend on this: its sync is a
-//! future, and it applies and answers while one is pending whenever a disk takes time (the
-//! simulator's does).
+//! node core does not depend on this: its sync is a future, and it applies and answers while
+//! one is pending whenever a disk takes time (the simulator's does).
 //!
 //! WAL segments are reserved at their full size (a sparse file): an fdatasync that need not
 //! record a new file size measured ~30% faster (p50 ~240 -> ~150 us for 300-byte appends).
 //!
 //! Invariants: a file's bytes are its bytes on disk followed by its pending appends; `read`
-//! and `list` see both (a reserved file, reopened, reads back with zeros after its data). Recovery
-//! (`read`, `truncate`) happens at open, before any append; a file is reserved only once
-//! its appends start at its data's end (after recovery cut any unused room).
+//! and `list` see both (a reserved file, reopened, reads back with zeros after its data).
+//! Recovery (`read`, `truncate`) happens at open, before any append; a file is reserved only
+//! once its appends start at its data's end (after recovery cut any unused room).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
