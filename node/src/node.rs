@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use futures::future;
 use keel_api::EtcdError;
@@ -32,7 +33,7 @@ use keel_raft::{
     ConfChange, ConfChangeType, ConfState, Config, Entry, EntryType, HardState, MemStorage, Message, Plant, Plants,
     RawNode, Ready, Snapshot, SnapshotMetadata, StateRole, Storage, NONE,
 };
-use keel_storage::backend::{self, Backend};
+use keel_storage::backend::{self, Backend, PendingSync};
 use keel_storage::mvcc::{Event, KvStore, MvccError, RangeRequest};
 use keel_storage::wal::{Disk, SnapshotPoint, Wal, WalEntry, WalError};
 use prost::Message as _;
@@ -234,6 +235,17 @@ pub struct Persisting {
     durable: Option<future::MaybeDone<WalSync>>,
 }
 
+/// A snapshot point waiting for the store to sync the state it stands for: until then the
+/// WAL must keep the entries it covers.
+struct PendingSnapshot {
+    /// The applied index the point stands for.
+    index: u64,
+    /// The membership at that index.
+    conf_state: ConfState,
+    /// The store's sync of everything applied up to `index`.
+    synced: PendingSync,
+}
+
 /// One Raft member and its state machine.
 pub struct Node<D: Disk, B: Backend> {
     config: NodeConfig,
@@ -249,6 +261,8 @@ pub struct Node<D: Disk, B: Backend> {
     proposals: BTreeMap<u64, Pending>,
     reads: BTreeMap<u64, PendingRead>,
     snapshot_index: u64,
+    /// The next snapshot point, while the store syncs the state it stands for.
+    pending_snapshot: Option<PendingSnapshot>,
     /// Leases this leader found expired and proposed to revoke: never renewed again (a
     /// keep-alive racing the revoke must not be acknowledged).
     revoking: BTreeSet<i64>,
@@ -399,6 +413,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             snapshot_index,
+            pending_snapshot: None,
             revoking: BTreeSet::new(),
             alarms,
             published,
@@ -869,6 +884,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.published = load_published(&self.kv)?;
         self.conf_state = snapshot.conf_state();
         self.snapshot_index = snapshot.index();
+        // The received point is newer than any of our own still waiting for the store.
+        self.pending_snapshot = None;
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             // Reloaded leases have no expiry yet.
             self.kv.lessor_mut().promote(0);
@@ -1021,28 +1038,38 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
     }
 
-    /// Every `snapshot_count` applied entries: sync the store, record the snapshot point in
-    /// the WAL, then drop the log it covers (keeping some entries for slow followers).
+    /// Takes a snapshot point every `snapshot_count` applied entries. The store first syncs
+    /// what is applied, which takes a while (the node goes on meanwhile, and checks at each
+    /// ready); then the point is recorded in the WAL, and the WAL and Raft's log are
+    /// compacted up to it (keeping some entries for slow followers).
     async fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let applied = self.kv.applied_index();
-        if applied < self.snapshot_index + self.config.snapshot_count {
-            return Ok(());
+        if self.pending_snapshot.is_none() && applied >= self.snapshot_index + self.config.snapshot_count {
+            let synced = self.kv.backend_mut().start_sync();
+            self.pending_snapshot =
+                Some(PendingSnapshot { index: applied, conf_state: self.conf_state.clone(), synced });
         }
-        self.kv.backend_mut().sync().map_err(MvccError::from)?;
+        let skip_sync = self.planted(Plant::SnapshotWithoutStoreSync);
+        let Some(pending) = self.pending_snapshot.as_mut() else { return Ok(()) };
+        if !skip_sync {
+            let Poll::Ready(synced) = futures::poll!(pending.synced.as_mut()) else { return Ok(()) };
+            synced.map_err(MvccError::from)?;
+        }
+        let PendingSnapshot { index, conf_state, .. } = self.pending_snapshot.take().expect("polled above");
         let log = self.raw.store_mut();
         let snapshot = log
-            .create_snapshot(applied, self.conf_state.clone(), Vec::new())
-            .map_err(|e| NodeError::Corrupt(format!("snapshot at {applied}: {e}")))?;
+            .create_snapshot(index, conf_state, Vec::new())
+            .map_err(|e| NodeError::Corrupt(format!("snapshot at {index}: {e}")))?;
         let meta = snapshot.metadata.clone().unwrap_or_default().encode_to_vec();
-        self.wal.save_snapshot(SnapshotPoint { index: applied, meta }, None)?;
+        self.wal.save_snapshot(SnapshotPoint { index, meta }, None)?;
         self.wal.sync().await?;
         self.wal.compact().await?;
-        let keep_from = applied.saturating_sub(self.config.snapshot_catchup_entries);
+        let keep_from = index.saturating_sub(self.config.snapshot_catchup_entries);
         let log = self.raw.store_mut();
         if keep_from > log.first_index() {
             log.compact(keep_from).map_err(|e| NodeError::Corrupt(format!("log compaction at {keep_from}: {e}")))?;
         }
-        self.snapshot_index = applied;
+        self.snapshot_index = index;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_storage::backend::{Backend, MemBackend, Result as BackendResult, Table, Visitor, WriteBatch};
+use keel_storage::backend::{Backend, MemBackend, PendingSync, Result as BackendResult, Table, Visitor, WriteBatch};
 use keel_storage::rocks::RocksBackend;
 use keel_storage::wal::Disk;
 use rand::Rng;
@@ -143,6 +143,9 @@ impl Disk for SimDisk {
     }
 }
 
+/// Simulated time a started backend sync takes (RocksDB writes a memtable out to a file).
+const BACKEND_SYNC_LATENCY: Duration = Duration::from_millis(20);
+
 /// The store's backend in the simulation: in memory with power-cut modelling, or the real
 /// RocksDB (whose files survive a kill; power cuts are not modelled for it).
 pub enum SimBackend {
@@ -194,6 +197,23 @@ impl Backend for SimBackend {
         match self {
             SimBackend::Mem(m) => m.lock().expect("backend lock").sync(),
             SimBackend::Rocks(r) => r.sync(),
+        }
+    }
+
+    fn start_sync(&mut self) -> PendingSync {
+        match self {
+            SimBackend::Mem(m) => {
+                let through = m.lock().expect("backend lock").written_count();
+                let backend = m.clone();
+                Box::pin(async move {
+                    madsim::time::sleep(BACKEND_SYNC_LATENCY).await;
+                    backend.lock().expect("backend lock").sync_through(through);
+                    Ok(())
+                })
+            }
+            // In place: a flush on a thread of its own would finish at a real time the
+            // simulator does not control, and the run would no longer replay.
+            SimBackend::Rocks(r) => Box::pin(std::future::ready(r.sync())),
         }
     }
 

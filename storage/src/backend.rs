@@ -1,11 +1,14 @@
 //! The narrow ordered key-value seam under the MVCC store: named tables, atomic write
 //! batches, ordered scans and an explicit sync point.
 //!
-//! Contract: a batch is applied entirely or not at all; after `sync` returns, every batch
-//! written before it survives a power cut; a batch written after the last `sync` may be lost
-//! on a power cut, but never partly, and never while a later batch survives.
+//! Contract: a batch is applied entirely or not at all; after `sync` returns (or the future
+//! `start_sync` returned completes), every batch written before that call survives a power
+//! cut; any other batch may be lost on a power cut, but never partly, and never while a later
+//! batch survives.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 /// The tables (column families) of the keyspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +79,10 @@ impl WriteBatch {
 /// What [`Backend::visit`] calls with each entry's key and value.
 pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
+/// A sync under way ([`Backend::start_sync`]): it borrows nothing, so the caller may go on
+/// reading and writing while the storage works.
+pub type PendingSync = Pin<Box<dyn Future<Output = Result<()>>>>;
+
 /// An ordered key-value store with tables.
 pub trait Backend {
     /// The value of `key`.
@@ -94,6 +101,12 @@ pub trait Backend {
     fn write(&mut self, batch: WriteBatch) -> Result<()>;
     /// Makes every batch written so far durable.
     fn sync(&mut self) -> Result<()>;
+    /// Starts making every batch written so far durable; they are once the returned future
+    /// completes (batches written after the call may or may not be by then). By default the
+    /// sync happens before this returns.
+    fn start_sync(&mut self) -> PendingSync {
+        Box::pin(std::future::ready(self.sync()))
+    }
     /// Approximate bytes in use.
     fn size_bytes(&self) -> u64;
     /// Rewrites the storage to give back the space deleted and compacted data still takes.
@@ -110,6 +123,8 @@ pub struct MemBackend {
     unsynced: Vec<WriteBatch>,
     /// `durable` with `unsynced` applied: what reads see.
     current: Tables,
+    /// Batches made durable since the backend was created (those in `durable`).
+    synced_count: u64,
 }
 
 impl MemBackend {
@@ -123,9 +138,7 @@ impl MemBackend {
     pub fn power_cut(&mut self, keep: usize) -> usize {
         let keep = keep.min(self.unsynced.len());
         let lost = self.unsynced.len() - keep;
-        for batch in self.unsynced.drain(..keep) {
-            apply(&mut self.durable, &batch);
-        }
+        self.sync_first(keep);
         self.unsynced.clear();
         self.current = self.durable.clone();
         lost
@@ -134,6 +147,26 @@ impl MemBackend {
     /// Batches written since the last sync.
     pub fn unsynced_batches(&self) -> usize {
         self.unsynced.len()
+    }
+
+    /// Batches written since the backend was created (lost ones not counted): a position for
+    /// [`MemBackend::sync_through`].
+    pub fn written_count(&self) -> u64 {
+        self.synced_count + self.unsynced.len() as u64
+    }
+
+    /// Makes the batches written up to position `count` ([`MemBackend::written_count`])
+    /// durable, and none after it.
+    pub fn sync_through(&mut self, count: u64) {
+        let due = count.saturating_sub(self.synced_count).min(self.unsynced.len() as u64);
+        self.sync_first(due as usize);
+    }
+
+    fn sync_first(&mut self, n: usize) {
+        for batch in self.unsynced.drain(..n) {
+            apply(&mut self.durable, &batch);
+        }
+        self.synced_count += n as u64;
     }
 }
 
@@ -173,9 +206,7 @@ impl Backend for MemBackend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        for batch in self.unsynced.drain(..) {
-            apply(&mut self.durable, &batch);
-        }
+        self.sync_first(self.unsynced.len());
         Ok(())
     }
 
@@ -274,6 +305,30 @@ mod tests {
         assert!(b.get(Table::Meta, b"m-b").unwrap().is_some());
         assert!(b.get(Table::Kv, b"c").unwrap().is_none());
         assert!(b.get(Table::Meta, b"m-c").unwrap().is_none());
+    }
+
+    #[test]
+    fn sync_through_makes_durable_only_what_was_written_by_then() {
+        let mut b = MemBackend::new();
+        put(&mut b, "a");
+        b.sync().unwrap();
+        put(&mut b, "b");
+        let through = b.written_count();
+        put(&mut b, "c");
+        b.sync_through(through);
+        assert_eq!(b.unsynced_batches(), 1);
+        b.sync_through(through); // again: nothing more
+        assert_eq!(b.power_cut(0), 1);
+        assert!(b.get(Table::Kv, b"b").unwrap().is_some());
+        assert!(b.get(Table::Kv, b"c").unwrap().is_none());
+        // Positions go on after the power cut: a later sync covers only what it saw.
+        put(&mut b, "d");
+        let through = b.written_count();
+        put(&mut b, "e");
+        b.sync_through(through);
+        assert_eq!(b.power_cut(0), 1);
+        assert!(b.get(Table::Kv, b"d").unwrap().is_some());
+        assert!(b.get(Table::Kv, b"e").unwrap().is_none());
     }
 
     #[test]

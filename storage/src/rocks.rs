@@ -1,21 +1,31 @@
 //! The production backend: RocksDB, one column family per [`Table`].
 //!
 //! The Raft write-ahead log is the durable source, so writes skip RocksDB's own log and land
-//! in memtables only; `sync` (called before the Raft log is compacted) flushes every column
-//! family to synced files so that nothing the compacted entries described is lost. Flushes
-//! are atomic across column families, so the files on disk always hold whole apply batches
-//! (the applied index and its effects together), whatever a crash interrupts; entries after
-//! the flushed applied index are replayed from the Raft log on restart.
+//! in memtables only; a sync (before the Raft log is compacted) flushes every column family
+//! to synced files so that nothing the compacted entries described is lost. Flushes are
+//! atomic across column families, so the files on disk always hold whole apply batches (the
+//! applied index and its effects together), whatever a crash interrupts; entries after the
+//! flushed applied index are replayed from the Raft log on restart.
+//!
+//! `start_sync` flushes on a thread of its own: a flush writes up to the whole write buffer
+//! (32 MiB) to a new file, tens of milliseconds in which the caller goes on serving (what it
+//! writes meanwhile may or may not join the flush).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
+use futures_channel::oneshot;
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteOptions, DB};
 
-use crate::backend::{Backend, BackendError, BatchOp, Result, Table, Visitor, WriteBatch};
+use crate::backend::{Backend, BackendError, BatchOp, PendingSync, Result, Table, Visitor, WriteBatch};
 
 /// RocksDB behind the [`Backend`] seam.
 pub struct RocksBackend {
-    db: DB,
+    db: Arc<DB>,
+    /// The thread of the last `start_sync`; joined on drop, so that the database is closed
+    /// (and may be opened again) once the backend is gone.
+    flusher: Option<JoinHandle<()>>,
 }
 
 fn err(e: rocksdb::Error) -> BackendError {
@@ -37,19 +47,35 @@ impl RocksBackend {
         opts.set_db_write_buffer_size(32 << 20);
         let cfs = Table::ALL.map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
-        Ok(RocksBackend { db })
+        Ok(RocksBackend { db: Arc::new(db), flusher: None })
     }
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(table.name()).expect("every table's column family is opened")
+        column_family(&self.db, table)
     }
 
-    /// Flushes every column family's memtables to synced files, atomically.
     fn flush_all(&self) -> Result<()> {
-        let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|&t| self.cf(t)).collect();
-        let mut opts = FlushOptions::default();
-        opts.set_wait(true);
-        self.db.flush_cfs_opt(&cfs, &opts).map_err(err)
+        flush_all(&self.db)
+    }
+}
+
+fn column_family(db: &DB, table: Table) -> &rocksdb::ColumnFamily {
+    db.cf_handle(table.name()).expect("every table's column family is opened")
+}
+
+/// Flushes every column family's memtables to synced files, atomically.
+fn flush_all(db: &DB) -> Result<()> {
+    let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|&t| column_family(db, t)).collect();
+    let mut opts = FlushOptions::default();
+    opts.set_wait(true);
+    db.flush_cfs_opt(&cfs, &opts).map_err(err)
+}
+
+impl Drop for RocksBackend {
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
     }
 }
 
@@ -95,6 +121,28 @@ impl Backend for RocksBackend {
 
     fn sync(&mut self) -> Result<()> {
         self.flush_all()
+    }
+
+    fn start_sync(&mut self) -> PendingSync {
+        // The previous flush finished long ago in practice (a caller waits for it before
+        // starting another); joining keeps at most one flusher thread.
+        if let Some(previous) = self.flusher.take() {
+            let _ = previous.join();
+        }
+        let (done, flushed) = oneshot::channel();
+        let db = Arc::clone(&self.db);
+        let spawned = std::thread::Builder::new().name("keel-flush".into()).spawn(move || {
+            let _ = done.send(flush_all(&db));
+        });
+        match spawned {
+            Ok(flusher) => {
+                self.flusher = Some(flusher);
+                Box::pin(async move {
+                    flushed.await.unwrap_or_else(|_| Err(BackendError("the flush thread stopped".into())))
+                })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(BackendError(format!("starting the flush thread: {e}"))))),
+        }
     }
 
     fn size_bytes(&self) -> u64 {
@@ -143,5 +191,43 @@ mod tests {
         let mut reopened = RocksBackend::open(dir.path()).unwrap();
         restore(&mut reopened, &image).unwrap();
         assert_eq!(dump(&reopened).unwrap(), image);
+    }
+
+    fn put(backend: &mut RocksBackend, key: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Kv, key.to_vec(), b"v".to_vec());
+        backend.write(batch).unwrap();
+    }
+
+    fn memtable_entries(backend: &RocksBackend) -> u64 {
+        let property = |name| backend.db.property_int_value_cf(backend.cf(Table::Kv), name).unwrap().unwrap();
+        property("rocksdb.num-entries-active-mem-table") + property("rocksdb.num-entries-imm-mem-tables")
+    }
+
+    #[test]
+    fn a_started_sync_flushes_what_was_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rocks = RocksBackend::open(dir.path()).unwrap();
+        for key in [b"a", b"b", b"c"] {
+            put(&mut rocks, key);
+        }
+        assert_eq!(memtable_entries(&rocks), 3);
+        let synced = rocks.start_sync();
+        put(&mut rocks, b"d"); // while the flush runs
+        futures::executor::block_on(synced).unwrap();
+        assert!(memtable_entries(&rocks) <= 1, "a, b and c are in files now");
+        assert_eq!(rocks.scan(Table::Kv, b"", b"").unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_backend_dropped_during_a_sync_can_be_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rocks = RocksBackend::open(dir.path()).unwrap();
+        put(&mut rocks, b"a");
+        let synced = rocks.start_sync();
+        drop(synced);
+        drop(rocks);
+        let reopened = RocksBackend::open(dir.path()).unwrap();
+        assert!(reopened.get(Table::Kv, b"a").unwrap().is_some());
     }
 }

@@ -19,16 +19,19 @@ pub enum Plant {
     SkipWatchEvent,
     /// The state machine applies a re-delivered entry a second time after a restart.
     ReapplyAfterRestart,
+    /// A snapshot point is recorded, and the WAL compacted, without the store's sync.
+    SnapshotWithoutStoreSync,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 5] = [
+    pub const ALL: [Plant; 6] = [
         Plant::AckBeforeDurable,
         Plant::ReadWithoutReadIndex,
         Plant::ExpireLeaseOnFollowerClock,
         Plant::SkipWatchEvent,
         Plant::ReapplyAfterRestart,
+        Plant::SnapshotWithoutStoreSync,
     ];
 
     /// The name used on the command line.
@@ -39,6 +42,7 @@ impl Plant {
             Plant::ExpireLeaseOnFollowerClock => "lease-on-follower-clock",
             Plant::SkipWatchEvent => "skip-watch-event",
             Plant::ReapplyAfterRestart => "reapply-after-restart",
+            Plant::SnapshotWithoutStoreSync => "snapshot-without-store-sync",
         }
     }
 
@@ -50,6 +54,7 @@ impl Plant {
             Plant::ExpireLeaseOnFollowerClock => "any node expires leases on its own skewed clock",
             Plant::SkipWatchEvent => "the watch hub drops some events",
             Plant::ReapplyAfterRestart => "the applied index is not saved with the entry's effects",
+            Plant::SnapshotWithoutStoreSync => "the WAL is compacted past state the store has not synced",
         }
     }
 
