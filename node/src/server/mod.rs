@@ -115,7 +115,9 @@ async fn serve_client(stream: glommio::net::TcpStream, context: Rc<grpc::Shared>
     let served = match io::Io::accept(stream).await {
         Ok((io, true)) => {
             let service = service_fn(move |request| grpc::handle(request, context.clone()));
-            http2::Builder::new(io::LocalExecutor).serve_connection(io, service).await
+            // No `date` header: gRPC clients ignore it (etcd's server sends none), and hyper
+            // would read the clock and encode one for every response.
+            http2::Builder::new(io::LocalExecutor).auto_date_header(false).serve_connection(io, service).await
         }
         Ok((io, false)) => {
             let service = service_fn(move |request| http::handle(request, context.clone()));
