@@ -110,6 +110,18 @@ impl RequestStream {
         }
     }
 
+    /// Lets the rest of the request arrive after the call is answered. A client may end its
+    /// request in a frame of its own after the message (tonic and grpc-go do), and a stream
+    /// dropped before that end is reset by h2, which counts the reset as a local error and
+    /// closes the connection at the 1024th (GOAWAY `too_many_internal_resets`).
+    fn finish_in_background(self) {
+        let mut body = self.body;
+        if body.is_end_stream() {
+            return;
+        }
+        glommio::spawn_local(async move { while let Some(Ok(_)) = body.frame().await {} }).detach();
+    }
+
     /// The next request message's bytes; None once the client has finished sending.
     async fn next_encoded(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
@@ -434,18 +446,23 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
     match method {
         Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message(ctx.max_request))),
         Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request)),
-        Method::Snapshot => return Ok(snapshot(node)),
+        Method::Snapshot => {
+            RequestStream::new(request.into_body(), max_message(ctx.max_request)).finish_in_background();
+            return Ok(snapshot(node));
+        }
         _ if method.streaming() != Streaming::Unary => {
             return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
         }
         _ => {}
     }
     let started = std::time::Instant::now();
-    let answer = match RequestStream::new(request.into_body(), max_message(ctx.max_request)).next_encoded().await {
+    let mut requests = RequestStream::new(request.into_body(), max_message(ctx.max_request));
+    let answer = match requests.next_encoded().await {
         Ok(Some(message)) => unary(method, &message, &ctx).await,
         Ok(None) => Err(Status::new(Code::InvalidArgument, "grpc: request has no message")),
         Err(status) => Err(status),
     };
+    requests.finish_in_background();
     let labels = rpc_labels(method);
     ctx.metrics.handling_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     let code = answer.as_ref().err().map_or(Code::Ok, |status| status.code);

@@ -1,0 +1,61 @@
+//! gRPC over HTTP/2 at the frame level, with the `h2` client: what client libraries do on
+//! the wire that their usual timing hides.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Keel;
+use http::Request;
+use keel_api::etcdserverpb as pb;
+use keel_api::grpc::frame_encoded;
+use prost::Message;
+
+/// More than h2's limit of 1024 streams reset by the server on one connection.
+const CALLS: usize = 1100;
+
+/// tonic and grpc-go end a unary request with an empty DATA frame of its own after the
+/// message; the server may have answered by then. Every call on one long-lived connection
+/// must still succeed (a server that drops the unfinished request resets the stream, and
+/// h2 closes the connection after 1024 such resets).
+#[test]
+fn requests_ended_after_their_answer_keep_the_connection_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let address = keel.endpoint.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("connects");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        let message =
+            Bytes::from(frame_encoded(&pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }.encode_to_vec()));
+        for call in 0..CALLS {
+            let request = Request::post(format!("http://{address}/etcdserverpb.KV/Range"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            let mut ready =
+                client.clone().ready().await.unwrap_or_else(|e| panic!("call {call}: connection lost: {e}"));
+            let (response, mut request_body) = ready.send_request(request, false).expect("sends headers");
+            request_body.send_data(message.clone(), false).expect("sends the message");
+            let response = tokio::time::timeout(Duration::from_secs(10), response)
+                .await
+                .expect("answered in time")
+                .unwrap_or_else(|e| panic!("call {call}: {e}"));
+            let mut body = response.into_body();
+            while let Some(data) = body.data().await {
+                let data = data.unwrap_or_else(|e| panic!("call {call}: reading the answer: {e}"));
+                let _ = body.flow_control().release_capacity(data.len());
+            }
+            let trailers = body.trailers().await.unwrap_or_else(|e| panic!("call {call}: {e}")).expect("trailers");
+            assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "call {call}");
+            // Only now does the request end.
+            request_body
+                .send_data(Bytes::new(), true)
+                .unwrap_or_else(|e| panic!("call {call}: the stream was reset before the request ended: {e}"));
+        }
+    });
+}
