@@ -54,8 +54,11 @@ impl RocksBackend {
         column_family(&self.db, table)
     }
 
-    fn flush_all(&self) -> Result<()> {
-        flush_all(&self.db)
+    /// Waits for the thread of the last `start_sync`, if any.
+    fn join_flusher(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
     }
 }
 
@@ -73,9 +76,7 @@ fn flush_all(db: &DB) -> Result<()> {
 
 impl Drop for RocksBackend {
     fn drop(&mut self) {
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
+        self.join_flusher();
     }
 }
 
@@ -120,15 +121,13 @@ impl Backend for RocksBackend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.flush_all()
+        flush_all(&self.db)
     }
 
     fn start_sync(&mut self) -> PendingSync {
         // The previous flush finished long ago in practice (a caller waits for it before
         // starting another); joining keeps at most one flusher thread.
-        if let Some(previous) = self.flusher.take() {
-            let _ = previous.join();
-        }
+        self.join_flusher();
         let (done, flushed) = oneshot::channel();
         let db = Arc::clone(&self.db);
         let spawned = std::thread::Builder::new().name("keel-flush".into()).spawn(move || {
@@ -155,7 +154,7 @@ impl Backend for RocksBackend {
     }
 
     fn defragment(&mut self) -> Result<()> {
-        self.flush_all()?;
+        flush_all(&self.db)?;
         for table in Table::ALL {
             self.db.compact_range_cf(self.cf(table), None::<&[u8]>, None::<&[u8]>);
         }

@@ -439,30 +439,35 @@ fn rpc_labels(method: Method) -> RpcLabels {
 /// Serves one HTTP/2 request.
 pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Response<GrpcBody>, Infallible> {
     let path = request.uri().path().to_string();
-    let Some(method) = Method::from_path(&path) else {
-        return Ok(failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))));
-    };
+    let method = Method::from_path(&path);
     let node = ctx.node.clone();
+    // The bidirectional streams read their requests to the end themselves.
     match method {
-        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message(ctx.max_request))),
-        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request)),
-        Method::Snapshot => {
-            RequestStream::new(request.into_body(), max_message(ctx.max_request)).finish_in_background();
-            return Ok(snapshot(node));
-        }
-        _ if method.streaming() != Streaming::Unary => {
-            return Ok(failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet"))));
-        }
+        Some(Method::LeaseKeepAlive) => return Ok(keep_alive(request.into_body(), node, max_message(ctx.max_request))),
+        Some(Method::Watch) => return Ok(watch(request.into_body(), node, ctx.max_request)),
         _ => {}
     }
-    let started = std::time::Instant::now();
     let mut requests = RequestStream::new(request.into_body(), max_message(ctx.max_request));
+    let response = match method {
+        None => failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))),
+        Some(Method::Snapshot) => snapshot(node),
+        Some(method) if method.streaming() != Streaming::Unary => {
+            failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet")))
+        }
+        Some(method) => answer_unary(method, &mut requests, &ctx).await,
+    };
+    requests.finish_in_background();
+    Ok(response)
+}
+
+/// Reads a unary call's request message and answers it, recording the call in the metrics.
+async fn answer_unary(method: Method, requests: &mut RequestStream, ctx: &Shared) -> Response<GrpcBody> {
+    let started = std::time::Instant::now();
     let answer = match requests.next_encoded().await {
-        Ok(Some(message)) => unary(method, &message, &ctx).await,
+        Ok(Some(message)) => unary(method, &message, ctx).await,
         Ok(None) => Err(Status::new(Code::InvalidArgument, "grpc: request has no message")),
         Err(status) => Err(status),
     };
-    requests.finish_in_background();
     let labels = rpc_labels(method);
     ctx.metrics.handling_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     let code = answer.as_ref().err().map_or(Code::Ok, |status| status.code);
@@ -473,10 +478,10 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
         grpc_code: code.name(),
     };
     ctx.metrics.handled.get_or_create(&handled).inc();
-    Ok(match answer {
+    match answer {
         Ok(message) => success(message),
         Err(status) => failure(status),
-    })
+    }
 }
 
 /// Answers a unary call of `method` whose request message is `message`.
