@@ -1,16 +1,32 @@
 //! Shared by the end-to-end tests: `keel` processes on loopback ports and etcdctl (3.4) with
-//! a deadline on every command. A member is killed when its handle drops.
+//! a deadline on every command. A member is killed when its handle drops; its standard error
+//! goes to `<data dir>.log` (appended across restarts) and is shown when it fails to serve.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (another process may take it before it is used; tests live with that).
+/// A free loopback port below Linux's ephemeral range (32768-60999 by default). A port the
+/// kernel hands out for `127.0.0.1:0` could be given next to a client socket (etcdctl's, a
+/// member's connection to a peer) before the member binds it, and the member would exit with
+/// "address already in use"; ports in this range are never chosen that way. Each test process
+/// walks the range from its own starting point, so test binaries run side by side do not
+/// collide either.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = (u64::from(std::process::id()) * 7919 % u64::from(COUNT)) as u32;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    (0..COUNT)
+        .map(|_| (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
 }
 
 /// Runs etcdctl against `endpoints` (comma-separated) with a 10 s command timeout.
@@ -61,9 +77,21 @@ impl Keel {
     }
 
     fn command(data_dir: &Path, args: &[String]) -> Command {
+        let log_path = Keel::log_path(data_dir);
+        std::fs::create_dir_all(log_path.parent().expect("a data directory has a parent")).expect("log directory");
+        let log = OpenOptions::new().create(true).append(true).open(log_path).expect("member log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keel"));
-        cmd.arg("--data-dir").arg(data_dir).args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("--data-dir").arg(data_dir).args(args).stdout(Stdio::null()).stderr(log);
         cmd
+    }
+
+    fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.with_extension("log")
+    }
+
+    /// What the member wrote to its standard error so far (every run on this data directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(Keel::log_path(&self.data_dir)).unwrap_or_default()
     }
 
     /// A single-member cluster on free ports, serving once this returns.
@@ -82,14 +110,24 @@ impl Keel {
             format!("--initial-advertise-peer-urls={peer}"),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        let keel = Keel::spawn(&dir.join("data"), endpoint, args);
+        let mut keel = Keel::spawn(&dir.join("data"), endpoint, args);
         keel.wait_serving();
         keel
     }
 
-    /// Waits until the member answers a linearizable read.
-    pub fn wait_serving(&self) {
-        wait_until(20, "keel serves", || etcdctl(&self.endpoint, &["get", "ready"]).status.success());
+    /// Waits until the member answers a linearizable read; panics with its log if it exits or
+    /// does not serve within 20 s.
+    pub fn wait_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !etcdctl(&self.endpoint, &["get", "ready"]).status.success() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("keel at {} exited ({status}) before serving; its log:\n{}", self.endpoint, self.log());
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out waiting until keel at {} serves; its log:\n{}", self.endpoint, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// kill -9.
@@ -157,8 +195,8 @@ impl Cluster {
                 Keel::spawn(&dir.path().join(name), endpoint, args)
             })
             .collect();
-        let cluster = Cluster { members, _dir: dir };
-        for member in &cluster.members {
+        let mut cluster = Cluster { members, _dir: dir };
+        for member in &mut cluster.members {
             member.wait_serving();
         }
         cluster
