@@ -12,20 +12,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, WatchOptions};
 use hdrhistogram::Histogram;
+use keel_api::etcdserverpb::{
+    compare, request_op, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest, TxnResponse,
+};
+use keel_api::grpc::Method;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use crate::report::{self, Report};
+use crate::unary::Connection;
 
 /// Error messages kept for the report.
 const ERROR_SAMPLES: usize = 5;
 /// How long a request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to an endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long watchers may lag behind the last put before missing events count as errors.
 const WATCH_GRACE: Duration = Duration::from_secs(10);
 /// The prefix the watch workload writes under and its watchers watch.
@@ -145,7 +151,7 @@ pub fn run_name(workload: Workload, args: &LoadArgs) -> String {
 /// Runs one workload and reports what it measured; `progress` prints a line each second.
 pub async fn run(workload: Workload, args: &LoadArgs, progress: bool) -> Result<Report, String> {
     args.validate()?;
-    let clients = connect(args).await?;
+    let clients = Clients::connect(args, matches!(workload, Workload::Watch | Workload::LeaseKeepalive)).await?;
     let keys = Arc::new(Keys::new(args));
     if args.prefill {
         let mut fill = args.clone();
@@ -172,17 +178,34 @@ pub async fn run(workload: Workload, args: &LoadArgs, progress: bool) -> Result<
     Ok(outcome.report(&name, args))
 }
 
-/// One gRPC connection per client handle.
-async fn connect(args: &LoadArgs) -> Result<Vec<Client>, String> {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(REQUEST_TIMEOUT);
-    let mut clients = Vec::with_capacity(args.conns);
-    for _ in 0..args.conns {
-        let client = Client::connect(&args.endpoints, Some(options.clone()))
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", args.endpoints.join(",")))?;
-        clients.push(client);
+/// `args.conns` connections for unary calls, spread over the endpoints in turn, and as many
+/// etcd-client handles (each balancing over every endpoint) where the workload streams.
+struct Clients {
+    unary: Vec<Connection>,
+    streams: Vec<Client>,
+}
+
+impl Clients {
+    async fn connect(args: &LoadArgs, streams: bool) -> Result<Clients, String> {
+        let mut clients = Clients { unary: Vec::with_capacity(args.conns), streams: Vec::new() };
+        for endpoint in args.endpoints.iter().cycle().take(args.conns) {
+            clients.unary.push(Connection::open(endpoint, CONNECT_TIMEOUT).await?);
+        }
+        let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
+        for _ in 0..if streams { args.conns } else { 0 } {
+            let client = Client::connect(&args.endpoints, Some(options.clone()))
+                .await
+                .map_err(|e| format!("connecting to {}: {e}", args.endpoints.join(",")))?;
+            clients.streams.push(client);
+        }
+        Ok(clients)
     }
-    Ok(clients)
+
+    /// The handles the `index`th client uses.
+    fn for_client(&self, index: usize) -> (Connection, Option<Client>) {
+        let streams = (!self.streams.is_empty()).then(|| self.streams[index % self.streams.len()].clone());
+        (self.unary[index % self.unary.len()].clone(), streams)
+    }
 }
 
 /// The key space and the value every write sends.
@@ -279,7 +302,7 @@ struct Progress {
 
 /// Runs `op` on `args.clients` workers spread over the connections until the schedule ends.
 async fn drive(
-    clients: &[Client],
+    clients: &Clients,
     args: &LoadArgs,
     op: Op,
     keys: &Arc<Keys>,
@@ -287,9 +310,8 @@ async fn drive(
 ) -> Result<Outcome, String> {
     let mut workers = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let client = clients[index % clients.len()].clone();
         let rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
-        workers.push(Worker::prepare(client, rng, op, keys.clone(), args).await?);
+        workers.push(Worker::prepare(clients.for_client(index), rng, op, keys.clone(), args).await?);
     }
     let counters = Arc::new(Progress::default());
     let printer = progress.map(|name| tokio::spawn(print_progress(name.to_string(), counters.clone())));
@@ -342,7 +364,7 @@ async fn print_progress(name: String, counters: Arc<Progress>) {
 
 /// One client: its connection, its random keys and, for keep-alives, its lease.
 struct Worker {
-    client: Client,
+    conn: Connection,
     rng: ChaCha8Rng,
     op: Op,
     keys: Arc<Keys>,
@@ -354,14 +376,14 @@ struct Worker {
 
 impl Worker {
     async fn prepare(
-        mut client: Client,
+        (conn, streams): (Connection, Option<Client>),
         rng: ChaCha8Rng,
         op: Op,
         keys: Arc<Keys>,
         args: &LoadArgs,
     ) -> Result<Worker, String> {
-        let lease = match op {
-            Op::KeepAlive => {
+        let lease = match (op, streams) {
+            (Op::KeepAlive, Some(mut client)) => {
                 let granted = client.lease_grant(60, None).await.map_err(|e| format!("granting a lease: {e}"))?;
                 Some(
                     client
@@ -370,10 +392,11 @@ impl Worker {
                         .map_err(|e| format!("opening a keep-alive stream: {e}"))?,
                 )
             }
+            (Op::KeepAlive, None) => return Err("keep-alives need a streaming client".into()),
             _ => None,
         };
         Ok(Worker {
-            client,
+            conn,
             rng,
             op,
             keys,
@@ -392,7 +415,8 @@ impl Worker {
                 // A timer, even one already due, waits for the timer wheel's next millisecond.
                 tokio::time::sleep_until(due).await;
             }
-            match self.send(i).await {
+            let answered = tokio::time::timeout(REQUEST_TIMEOUT, self.send(i)).await;
+            match answered.unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}"))) {
                 Ok(()) => report::record(&mut histogram, due.elapsed()),
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -415,38 +439,53 @@ impl Worker {
         let keys = &self.keys;
         let rng = &mut self.rng;
         let mut random_key = || keys.key(rng.gen_range(0..keys.space));
-        let result = match op {
-            Op::Put => self.client.put(random_key(), keys.value.clone(), None).await.map(drop),
-            Op::PutInOrder => self.client.put(keys.key(i), keys.value.clone(), None).await.map(drop),
+        let put = |key: Vec<u8>, value: Vec<u8>| PutRequest { key, value, ..Default::default() };
+        let conn = &self.conn;
+        match op {
+            Op::Put => conn.call::<_, PutResponse>(Method::Put, &put(random_key(), keys.value.clone())).await.map(drop),
+            Op::PutInOrder => {
+                conn.call::<_, PutResponse>(Method::Put, &put(keys.key(i), keys.value.clone())).await.map(drop)
+            }
             Op::Get => {
-                let options = self.serializable.then(|| GetOptions::new().with_serializable());
-                self.client.get(random_key(), options).await.map(drop)
+                let get = RangeRequest { key: random_key(), serializable: self.serializable, ..Default::default() };
+                conn.call::<_, RangeResponse>(Method::Range, &get).await.map(drop)
             }
             Op::Txn => {
+                // If the key's version is greater than -1 (always), put it.
                 let key = random_key();
-                let txn = Txn::new()
-                    .when([Compare::version(key.clone(), CompareOp::Greater, -1)])
-                    .and_then([TxnOp::put(key, keys.value.clone(), None)]);
-                self.client.txn(txn).await.map(drop)
+                let version_at_least_zero = Compare {
+                    result: compare::CompareResult::Greater as i32,
+                    target: compare::CompareTarget::Version as i32,
+                    key: key.clone(),
+                    target_union: Some(compare::TargetUnion::Version(-1)),
+                    ..Default::default()
+                };
+                let then_put =
+                    RequestOp { request: Some(request_op::Request::RequestPut(put(key, keys.value.clone()))) };
+                let txn =
+                    TxnRequest { compare: vec![version_at_least_zero], success: vec![then_put], failure: Vec::new() };
+                conn.call::<_, TxnResponse>(Method::Txn, &txn).await.map(drop)
             }
-            Op::DeleteInOrder => self.client.delete(keys.key(i), None).await.map(drop),
+            Op::DeleteInOrder => {
+                let delete = DeleteRangeRequest { key: keys.key(i), ..Default::default() };
+                conn.call::<_, DeleteRangeResponse>(Method::DeleteRange, &delete).await.map(drop)
+            }
             Op::WatchedPut => {
-                let key = format!("{WATCH_PREFIX}{}", i % keys.space);
+                let key = format!("{WATCH_PREFIX}{}", i % keys.space).into_bytes();
                 let sent = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.client.put(key, stamped_value(sent, &keys.value), None).await.map(drop)
+                conn.call::<_, PutResponse>(Method::Put, &put(key, stamped_value(sent, &keys.value))).await.map(drop)
             }
             Op::KeepAlive => {
                 let (keeper, stream) = self.lease.as_mut().expect("keep-alive workers hold a lease");
                 keeper.keep_alive().await.map_err(|e| e.to_string())?;
                 match stream.message().await.map_err(|e| e.to_string())? {
                     Some(answer) if answer.ttl() > 0 => Ok(()),
-                    Some(_) => return Err("the lease expired".into()),
-                    None => return Err("the keep-alive stream ended".into()),
+                    Some(_) => Err("the lease expired".into()),
+                    None => Err("the keep-alive stream ended".into()),
                 }
             }
             Op::Mixed => unreachable!("resolved above"),
-        };
-        result.map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -464,7 +503,7 @@ fn sent_nanos(value: &[u8]) -> Option<u64> {
 /// The watch workload: `args.watchers` watch streams on the prefix while the clients put
 /// under it; each delivered event records the time from its put being sent to its arrival.
 async fn watch(
-    clients: &[Client],
+    clients: &Clients,
     args: &LoadArgs,
     keys: &Arc<Keys>,
     name: &str,
@@ -475,7 +514,7 @@ async fn watch(
     let received = Arc::new(AtomicU64::new(0));
     let mut watchers = Vec::with_capacity(args.watchers);
     for index in 0..args.watchers {
-        let mut client = clients[index % clients.len()].clone();
+        let mut client = clients.streams[index % clients.streams.len()].clone();
         let mut stream = client
             .watch(WATCH_PREFIX, Some(WatchOptions::new().with_prefix()))
             .await
@@ -513,9 +552,8 @@ async fn watch(
     }
     let mut writers = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let client = clients[index % clients.len()].clone();
         let rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(index as u64));
-        let mut worker = Worker::prepare(client, rng, Op::WatchedPut, keys.clone(), args).await?;
+        let mut worker = Worker::prepare(clients.for_client(index), rng, Op::WatchedPut, keys.clone(), args).await?;
         worker.epoch = epoch;
         writers.push(worker);
     }

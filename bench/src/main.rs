@@ -6,6 +6,7 @@ mod compare;
 mod fsync;
 mod load;
 mod report;
+mod unary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
