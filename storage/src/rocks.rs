@@ -7,6 +7,11 @@
 //! applied index and its effects together), whatever a crash interrupts; entries after the
 //! flushed applied index are replayed from the Raft log on restart.
 //!
+//! The size the quota is checked against is RocksDB's own figure (files plus memtables), read
+//! again after every [`REMEASURE_BYTES`] written and after defragmentation; in
+//! between, the bytes written since are added to the last reading. Reading it takes a dozen
+//! property lookups, which every apply batch paid before.
+//!
 //! `start_sync` flushes on a thread of its own: a flush writes up to the whole write buffer
 //! (32 MiB) to a new file, tens of milliseconds in which the caller goes on serving (what it
 //! writes meanwhile may or may not join the flush).
@@ -20,9 +25,16 @@ use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteOptions, DB};
 
 use crate::backend::{Backend, BackendError, BatchOp, PendingSync, Result, Table, Visitor, WriteBatch};
 
+/// Bytes written between two readings of the store's size.
+pub const REMEASURE_BYTES: u64 = 64 << 10;
+
 /// RocksDB behind the [`Backend`] seam.
 pub struct RocksBackend {
     db: Arc<DB>,
+    /// The store's size at the last reading.
+    measured_bytes: u64,
+    /// Key and value bytes written since that reading.
+    written_since: u64,
     /// The thread of the last `start_sync`; joined on drop, so that the database is closed
     /// (and may be opened again) once the backend is gone.
     flusher: Option<JoinHandle<()>>,
@@ -47,7 +59,20 @@ impl RocksBackend {
         opts.set_db_write_buffer_size(32 << 20);
         let cfs = Table::ALL.map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
-        Ok(RocksBackend { db: Arc::new(db), flusher: None })
+        let mut backend = RocksBackend { db: Arc::new(db), measured_bytes: 0, written_since: 0, flusher: None };
+        backend.remeasure();
+        Ok(backend)
+    }
+
+    /// Reads the store's size from RocksDB again.
+    fn remeasure(&mut self) {
+        let property =
+            |table: Table, name: &str| self.db.property_int_value_cf(self.cf(table), name).ok().flatten().unwrap_or(0);
+        self.measured_bytes = Table::ALL
+            .iter()
+            .map(|&t| property(t, "rocksdb.total-sst-files-size") + property(t, "rocksdb.cur-size-all-mem-tables"))
+            .sum();
+        self.written_since = 0;
     }
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
@@ -109,15 +134,27 @@ impl Backend for RocksBackend {
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
+        let mut bytes = 0;
         for op in &batch.ops {
             match op {
-                BatchOp::Put(t, k, v) => wb.put_cf(self.cf(*t), k, v),
-                BatchOp::Delete(t, k) => wb.delete_cf(self.cf(*t), k),
+                BatchOp::Put(t, k, v) => {
+                    wb.put_cf(self.cf(*t), k, v);
+                    bytes += k.len() + v.len();
+                }
+                BatchOp::Delete(t, k) => {
+                    wb.delete_cf(self.cf(*t), k);
+                    bytes += k.len();
+                }
             }
         }
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
-        self.db.write_opt(wb, &opts).map_err(err)
+        self.db.write_opt(wb, &opts).map_err(err)?;
+        self.written_since += bytes as u64;
+        if self.written_since >= REMEASURE_BYTES {
+            self.remeasure();
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -145,12 +182,7 @@ impl Backend for RocksBackend {
     }
 
     fn size_bytes(&self) -> u64 {
-        let property =
-            |table: Table, name: &str| self.db.property_int_value_cf(self.cf(table), name).ok().flatten().unwrap_or(0);
-        Table::ALL
-            .iter()
-            .map(|&t| property(t, "rocksdb.total-sst-files-size") + property(t, "rocksdb.cur-size-all-mem-tables"))
-            .sum()
+        self.measured_bytes + self.written_since
     }
 
     fn defragment(&mut self) -> Result<()> {
@@ -158,6 +190,7 @@ impl Backend for RocksBackend {
         for table in Table::ALL {
             self.db.compact_range_cf(self.cf(table), None::<&[u8]>, None::<&[u8]>);
         }
+        self.remeasure();
         Ok(())
     }
 }
@@ -228,5 +261,23 @@ mod tests {
         drop(rocks);
         let reopened = RocksBackend::open(dir.path()).unwrap();
         assert!(reopened.get(Table::Kv, b"a").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_size_counts_writes_at_once_and_is_read_again_after_enough_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rocks = RocksBackend::open(dir.path()).unwrap();
+        let empty = rocks.size_bytes();
+        let write = |rocks: &mut RocksBackend, key: &[u8], len: usize| {
+            let mut batch = WriteBatch::default();
+            batch.put(Table::Kv, key.to_vec(), vec![b'v'; len]);
+            rocks.write(batch).unwrap();
+        };
+        write(&mut rocks, b"a", 999);
+        assert_eq!(rocks.size_bytes(), empty + 1000, "estimated from the bytes written");
+        assert_eq!(rocks.written_since, 1000);
+        write(&mut rocks, b"b", REMEASURE_BYTES as usize);
+        assert_eq!(rocks.written_since, 0, "read from RocksDB again");
+        assert!(rocks.size_bytes() > empty + REMEASURE_BYTES, "the memtable holds both values");
     }
 }
