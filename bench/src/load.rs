@@ -192,7 +192,8 @@ impl Clients {
             clients.unary.push(Connection::open(endpoint, CONNECT_TIMEOUT).await?);
         }
         let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
-        for _ in 0..if streams { args.conns } else { 0 } {
+        let stream_clients = if streams { args.conns } else { 0 };
+        for _ in 0..stream_clients {
             let client = Client::connect(&args.endpoints, Some(options.clone()))
                 .await
                 .map_err(|e| format!("connecting to {}: {e}", args.endpoints.join(",")))?;
