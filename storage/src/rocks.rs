@@ -226,8 +226,13 @@ mod tests {
     }
 
     fn put(backend: &mut RocksBackend, key: &[u8]) {
+        put_sized(backend, key, 1);
+    }
+
+    /// Puts `key` with a value of `len` bytes.
+    fn put_sized(backend: &mut RocksBackend, key: &[u8], len: usize) {
         let mut batch = WriteBatch::default();
-        batch.put(Table::Kv, key.to_vec(), b"v".to_vec());
+        batch.put(Table::Kv, key.to_vec(), vec![b'v'; len]);
         backend.write(batch).unwrap();
     }
 
@@ -268,15 +273,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut rocks = RocksBackend::open(dir.path()).unwrap();
         let empty = rocks.size_bytes();
-        let write = |rocks: &mut RocksBackend, key: &[u8], len: usize| {
-            let mut batch = WriteBatch::default();
-            batch.put(Table::Kv, key.to_vec(), vec![b'v'; len]);
-            rocks.write(batch).unwrap();
-        };
-        write(&mut rocks, b"a", 999);
+        put_sized(&mut rocks, b"a", 999);
         assert_eq!(rocks.size_bytes(), empty + 1000, "estimated from the bytes written");
         assert_eq!(rocks.written_since, 1000);
-        write(&mut rocks, b"b", REMEASURE_BYTES as usize);
+        put_sized(&mut rocks, b"b", REMEASURE_BYTES as usize);
         assert_eq!(rocks.written_since, 0, "read from RocksDB again");
         assert!(rocks.size_bytes() > empty + REMEASURE_BYTES, "the memtable holds both values");
     }
