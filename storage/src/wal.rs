@@ -122,6 +122,8 @@ pub struct Wal<D: Disk> {
     snapshot: SnapshotPoint,
     /// Files written since the last sync.
     dirty: Vec<String>,
+    /// Where `save` encodes its records (kept to reuse the allocation).
+    records: Vec<u8>,
 }
 
 fn segment_name(seq: u64, first_index: u64) -> String {
@@ -138,13 +140,21 @@ fn snapshot_name(index: u64) -> String {
     format!("snap-{index:016x}")
 }
 
-fn encode_record(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
-    let mut crc = crc32c::crc32c(&[kind]);
-    crc = crc32c::crc32c_append(crc, payload);
-    out.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+/// Appends one record whose payload is `parts` one after another.
+fn encode_record(kind: u8, parts: &[&[u8]], out: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    let crc = parts.iter().fold(crc32c::crc32c(&[kind]), |crc, part| crc32c::crc32c_append(crc, part));
+    out.extend_from_slice(&(len as u32 + 1).to_be_bytes());
     out.extend_from_slice(&crc.to_be_bytes());
     out.push(kind);
-    out.extend_from_slice(payload);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Appends the record of a snapshot point.
+fn encode_snapshot_point(point: &SnapshotPoint, out: &mut Vec<u8>) {
+    encode_record(KIND_SNAPSHOT, &[&point.index.to_be_bytes(), &point.meta], out);
 }
 
 /// One decoded record, or why decoding stopped.
@@ -249,6 +259,7 @@ impl<D: Disk> Wal<D> {
             hard_state: rec.hard_state.clone(),
             snapshot: rec.snapshot.clone(),
             dirty: Vec::new(),
+            records: Vec::new(),
         };
         if wal.segment.is_empty() {
             wal.start_segment(wal.last_index + 1)?;
@@ -264,8 +275,8 @@ impl<D: Disk> Wal<D> {
         self.segment_bytes = 0;
         self.disk.reserve(&self.segment, self.max_segment_bytes)?;
         let mut buf = Vec::new();
-        encode_record(KIND_SNAPSHOT, &encode_snapshot_point(&self.snapshot), &mut buf);
-        encode_record(KIND_HARD_STATE, &self.hard_state, &mut buf);
+        encode_snapshot_point(&self.snapshot, &mut buf);
+        encode_record(KIND_HARD_STATE, &[&self.hard_state], &mut buf);
         self.write(&buf)
     }
 
@@ -286,22 +297,19 @@ impl<D: Disk> Wal<D> {
                 self.start_segment(first.index)?;
             }
         }
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.records);
+        buf.clear();
         for entry in entries {
             self.last_index = entry.index;
-            let mut payload = Vec::with_capacity(8 + entry.data.len());
-            payload.extend_from_slice(&entry.index.to_be_bytes());
-            payload.extend_from_slice(&entry.data);
-            encode_record(KIND_ENTRY, &payload, &mut buf);
+            encode_record(KIND_ENTRY, &[&entry.index.to_be_bytes(), &entry.data], &mut buf);
         }
         if let Some(hs) = hard_state {
-            encode_record(KIND_HARD_STATE, &hs, &mut buf);
+            encode_record(KIND_HARD_STATE, &[&hs], &mut buf);
             self.hard_state = hs;
         }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        self.write(&buf)
+        let written = if buf.is_empty() { Ok(()) } else { self.write(&buf) };
+        self.records = buf;
+        written
     }
 
     /// Records a snapshot point, saving its image first when given (a snapshot received from
@@ -316,7 +324,7 @@ impl<D: Disk> Wal<D> {
             self.dirty.push(name);
         }
         let mut buf = Vec::new();
-        encode_record(KIND_SNAPSHOT, &encode_snapshot_point(&point), &mut buf);
+        encode_snapshot_point(&point, &mut buf);
         self.last_index = self.last_index.max(point.index);
         self.snapshot = point;
         self.write(&buf)
@@ -376,12 +384,6 @@ impl<D: Disk> Wal<D> {
     pub fn disk(&self) -> &D {
         &self.disk
     }
-}
-
-fn encode_snapshot_point(point: &SnapshotPoint) -> Vec<u8> {
-    let mut payload = point.index.to_be_bytes().to_vec();
-    payload.extend_from_slice(&point.meta);
-    payload
 }
 
 fn split_index(payload: &[u8]) -> std::result::Result<(u64, &[u8]), String> {

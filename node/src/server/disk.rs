@@ -33,6 +33,9 @@ use std::time::Instant;
 use keel_storage::wal::Disk;
 use prometheus_client::metrics::histogram::Histogram;
 
+/// The largest written-out buffer kept for the next appends (a snapshot image's is not).
+const SPARE_BYTES: usize = 4 << 20;
+
 /// An open WAL file and the length handed to the disk so far.
 struct OpenFile {
     file: fs::File,
@@ -47,6 +50,8 @@ pub struct FsDisk {
     open: BTreeMap<String, OpenFile>,
     /// Appends not yet handed to the disk, per file.
     pending: BTreeMap<String, Vec<u8>>,
+    /// A written-out pending buffer, kept to reuse its allocation.
+    spare: Vec<u8>,
     /// Files created since the directory was last synced.
     new_files: BTreeSet<String>,
 }
@@ -60,6 +65,7 @@ impl FsDisk {
             fsync_seconds,
             open: BTreeMap::new(),
             pending: BTreeMap::new(),
+            spare: Vec::new(),
             new_files: BTreeSet::new(),
         })
     }
@@ -121,7 +127,14 @@ impl Disk for FsDisk {
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.pending.entry(name.to_string()).or_default().extend_from_slice(data);
+        match self.pending.get_mut(name) {
+            Some(pending) => pending.extend_from_slice(data),
+            None => {
+                let mut pending = std::mem::take(&mut self.spare);
+                pending.extend_from_slice(data);
+                self.pending.insert(name.to_string(), pending);
+            }
+        }
         Ok(())
     }
 
@@ -151,8 +164,12 @@ impl Disk for FsDisk {
     }
 
     fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<> {
-        let bytes = self.pending.remove(name).unwrap_or_default();
+        let mut bytes = self.pending.remove(name).unwrap_or_default();
         let synced = self.write_durably(name, &bytes).map(|took| self.fsync_seconds.observe(took));
+        if bytes.capacity() <= SPARE_BYTES {
+            bytes.clear();
+            self.spare = bytes;
+        }
         std::future::ready(synced)
     }
 }
