@@ -10,12 +10,20 @@
 //! single-client latency than either. Writing through io_uring with O_DIRECT|O_DSYNC into
 //! zero-filled segments needs no worker thread and leaves the executor free during the write
 //! (~30 us of its CPU per sync against ~45 us inline), yet measured lower still: 64-client
-//! puts 30-31k against 36-37k ops/s, 256 clients 33-34k against ~40k, alternating runs. The
+//! puts 30-31k against 36-37k ops/s, 256 clients 33-34k against ~40k, alternating runs.
+//! Measured again with a lighter client (keel-bench over h2, ~15 us of CPU per put): the sync
+//! on glommio's blocking thread served as much as inline (33.4k/29.4k against 31.8k/29.2k
+//! ops/s) but the executor's CPU per put did not fall (~24 us): it ran more, smaller batches
+//! and sat idle while the one sync in flight finished. Only several syncs in flight (the next
+//! ready written while the previous one syncs) would let the executor use that time. The
 //! node core does not depend on this: its sync is a future, and it applies and answers while
 //! one is pending whenever a disk takes time (the simulator's does).
 //!
 //! WAL segments are reserved at their full size (a sparse file): an fdatasync that need not
 //! record a new file size measured ~30% faster (p50 ~240 -> ~150 us for 300-byte appends).
+//! Zero-filled segments (no block allocation at sync) measured 0-6% more 64-client puts in
+//! alternating runs, and filling 64 MiB on the executor stalls it ~300 ms per segment; not
+//! adopted.
 //!
 //! Invariants: a file's bytes are its bytes on disk followed by its pending appends; `read`
 //! and `list` see both (a reserved file, reopened, reads back with zeros after its data).
