@@ -41,6 +41,22 @@ impl Code {
             Code::Unavailable => "Unavailable",
         }
     }
+
+    /// The code's number as the `grpc-status` trailer carries it (`0`, `3`, ...).
+    pub fn digits(self) -> &'static str {
+        match self {
+            Code::Ok => "0",
+            Code::Unknown => "2",
+            Code::InvalidArgument => "3",
+            Code::NotFound => "5",
+            Code::ResourceExhausted => "8",
+            Code::FailedPrecondition => "9",
+            Code::OutOfRange => "11",
+            Code::Unimplemented => "12",
+            Code::Internal => "13",
+            Code::Unavailable => "14",
+        }
+    }
 }
 
 /// A request error a client sees.

@@ -125,8 +125,8 @@ impl Status {
     }
 
     /// The `grpc-status` trailer value.
-    pub fn code_header(&self) -> String {
-        (self.code as u32).to_string()
+    pub fn code_header(&self) -> &'static str {
+        self.code.digits()
     }
 
     /// The `grpc-message` trailer value: percent-encoded as the gRPC spec requires (bytes
@@ -267,6 +267,21 @@ mod tests {
         assert_eq!(Method::Watch.streaming(), Streaming::Bidi);
         let status = Status::from(&EtcdError::Compacted);
         assert_eq!(status.code_header(), "11");
+        let codes = [
+            Code::Ok,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+        ];
+        for code in codes {
+            assert_eq!(code.digits(), (code as u32).to_string(), "{code:?}");
+        }
         assert_eq!(Status::new(Code::Unknown, "50% é").message_header(), "50%25 %C3%A9");
     }
 }

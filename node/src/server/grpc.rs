@@ -67,11 +67,7 @@ impl Body for GrpcBody {
 /// The trailers that end a call with `status`.
 fn trailers(status: &Status) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let code = match status.code {
-        Code::Ok => HeaderValue::from_static("0"),
-        _ => HeaderValue::from_str(&status.code_header()).expect("digits"),
-    };
-    headers.insert("grpc-status", code);
+    headers.insert("grpc-status", HeaderValue::from_static(status.code_header()));
     if !status.message.is_empty() {
         let message = HeaderValue::from_str(&status.message_header()).expect("percent-encoded ASCII");
         headers.insert("grpc-message", message);
