@@ -11,6 +11,10 @@
 //!   entries were made durable by an earlier ready; they apply while the ready's own writes
 //!   sync), and the applied index travels in the same backend batch as the entry's effects,
 //!   so after a restart entries at or below it are skipped, never applied twice;
+//! - several readies' writes may be on their way to disk at once (up to
+//!   `max_writes_in_flight`); the WAL makes them durable in the order they were written, and
+//!   readies complete in that order, so a message promising durability (a vote, an
+//!   acknowledgement) leaves only once everything written before it is durable;
 //! - membership changes are applied to Raft on every replay (Raft's configuration is rebuilt
 //!   from the snapshot point) but to the store only once;
 //! - the WAL is compacted only up to a snapshot point whose state is synced in the backend;
@@ -21,10 +25,10 @@
 //! - only the leader expires leases, by proposing a revoke; on becoming leader it first gives
 //!   every lease a full TTL; keep-alives are served only after ReadIndex confirms leadership.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures::future;
 use keel_api::EtcdError;
@@ -81,6 +85,8 @@ pub struct NodeConfig {
     pub watch_progress_ms: u64,
     /// Largest store size writes may grow it to (etcd's `--quota-backend-bytes`).
     pub quota_bytes: u64,
+    /// Most readies whose writes may be on their way to disk at once (at least 1).
+    pub max_writes_in_flight: usize,
     /// Report every applied entry in [`Output::applied`] (for the simulator's checkers).
     pub record_applied: bool,
     /// Bugs planted on purpose (empty in production).
@@ -103,6 +109,7 @@ impl NodeConfig {
             max_request_bytes: validate::MAX_REQUEST_BYTES,
             watch_progress_ms: 10 * 60 * 1000,
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            max_writes_in_flight: 8,
             record_applied: false,
             plants: Plants::default(),
         }
@@ -227,9 +234,9 @@ async fn yield_once() {
 /// A WAL sync under way.
 type WalSync = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
 
-/// A Raft ready whose writes are on their way to disk, from [`Node::start_ready`] to
-/// [`Node::finish_ready`].
-pub struct Persisting {
+/// A Raft ready handed out whose writes are on their way to disk, from [`Node::start_ready`]
+/// to [`Node::finish_durable`].
+struct Persisting {
     ready: Ready,
     /// Makes the ready's writes durable (None: nothing needs syncing).
     durable: Option<future::MaybeDone<WalSync>>,
@@ -263,6 +270,8 @@ pub struct Node<D: Disk, B: Backend> {
     snapshot_index: u64,
     /// The next snapshot point, while the store syncs the state it stands for.
     pending_snapshot: Option<PendingSnapshot>,
+    /// Readies handed out and not yet completed, oldest first.
+    in_flight: VecDeque<Persisting>,
     /// Leases this leader found expired and proposed to revoke: never renewed again (a
     /// keep-alive racing the revoke must not be acknowledged).
     revoking: BTreeSet<i64>,
@@ -414,6 +423,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             reads: BTreeMap::new(),
             snapshot_index,
             pending_snapshot: None,
+            in_flight: VecDeque::new(),
             revoking: BTreeSet::new(),
             alarms,
             published,
@@ -712,31 +722,36 @@ impl<D: Disk, B: Backend> Node<D, B> {
     }
 
     /// Carries out everything Raft asked for: sends, persists (with an fsync), applies, and
-    /// serves confirmed reads. Call after feeding inputs; an error means the node must stop.
-    /// (A driver that wants to answer while the disk works calls [`Node::start_ready`] and
-    /// [`Node::finish_ready`] itself.)
+    /// serves confirmed reads, until nothing is left to do or in flight. Call after feeding
+    /// inputs; an error means the node must stop. (A driver that takes new inputs while the
+    /// disk works calls [`Node::start_ready`], [`Node::poll_durable`] and
+    /// [`Node::finish_durable`] itself.)
     pub async fn process(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<(), NodeError> {
-        while let Some(persisting) = self.start_ready(transport, now_ms).await? {
-            self.finish_ready(persisting, transport, now_ms).await?;
+        loop {
+            self.finish_durable(transport, now_ms).await?;
+            if self.start_ready(transport, now_ms).await? {
+                continue;
+            }
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            future::poll_fn(|cx| self.poll_durable(cx)).await;
         }
-        Ok(())
     }
 
-    /// Starts carrying out Raft's next ready, if there is one: sends what may leave before
-    /// persisting, writes the ready's entries, hard state and snapshot to the WAL and starts
-    /// making them durable, then applies the committed entries (durable already) while the
-    /// disk works, so their replies are in the output before the sync completes. Finish with
-    /// [`Node::finish_ready`] before feeding the node anything else.
-    pub async fn start_ready(
-        &mut self,
-        transport: &mut impl Transport,
-        now_ms: u64,
-    ) -> Result<Option<Persisting>, NodeError> {
+    /// Starts carrying out Raft's next ready, if there is one and room in the pipeline: sends
+    /// what may leave before persisting, writes the ready's entries, hard state and snapshot
+    /// to the WAL and starts making them durable, then applies the committed entries
+    /// (durable already) and serves the reads they complete, so their replies are in the
+    /// output while the disk works. The ready stays in flight until [`Node::finish_durable`]
+    /// finds its writes durable; meanwhile the driver may feed inputs and start the next.
+    /// Returns whether a ready was started.
+    pub async fn start_ready(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<bool, NodeError> {
         if let Some(fatal) = self.fatal.take() {
             return Err(fatal);
         }
-        if !self.raw.has_ready() {
-            return Ok(None);
+        if !self.raw.has_ready() || !self.may_start_ready() {
+            return Ok(false);
         }
         let mut ready = self.raw.ready();
         if let Some(soft) = &ready.soft_state {
@@ -748,7 +763,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         }
         if sending && ready.must_persist() {
             // Let the driver's other tasks run once, so a leader's appends are on their way
-            // to the followers before its own sync (which may hold the thread) begins.
+            // to the followers before its own sync (which a disk may make on this thread).
             yield_once().await;
         }
         let mut durable = self.write(&ready)?.map(future::maybe_done);
@@ -756,26 +771,64 @@ impl<D: Disk, B: Backend> Node<D, B> {
             // One poll hands the disk its work now, so it runs while the entries apply.
             let _ = futures::poll!(Pin::new(sync));
         }
-        // A snapshot being installed replaces the store first; then the entries wait.
-        if ready.snapshot.is_none() {
-            self.apply_committed(&ready, now_ms)?;
+        self.apply_committed(&ready, now_ms)?;
+        for rs in std::mem::take(&mut ready.read_states) {
+            let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if let Some(read) = self.reads.get_mut(&id) {
+                read.index = Some(rs.index);
+            }
         }
-        Ok(Some(Persisting { ready, durable }))
+        self.raw.handed_out(&ready);
+        self.serve_confirmed_reads(now_ms);
+        self.in_flight.push_back(Persisting { ready, durable });
+        Ok(true)
     }
 
-    /// Completes a ready once its writes are durable: records them in Raft's log, sends what
-    /// had to wait for durability, serves the reads it confirmed, and snapshots when due.
-    pub async fn finish_ready(
-        &mut self,
-        persisting: Persisting,
-        transport: &mut impl Transport,
-        now_ms: u64,
-    ) -> Result<(), NodeError> {
-        let Persisting { mut ready, durable } = persisting;
-        if let Some(mut sync) = durable {
-            Pin::new(&mut sync).await;
-            Pin::new(&mut sync).take_output().expect("the sync completed")?;
+    /// Whether another ready may start now. A snapshot from the leader goes alone: it starts
+    /// only when nothing else is in flight and nothing starts until it is installed.
+    fn may_start_ready(&self) -> bool {
+        let Some(last) = self.in_flight.back() else { return true };
+        self.in_flight.len() < self.config.max_writes_in_flight
+            && last.ready.snapshot.is_none()
+            && self.raw.raft.raft_log.snapshot_to_write().is_none()
+    }
+
+    /// Ready once the oldest ready in flight is durable (never, if none is in flight): the
+    /// driver waits on this beside its inputs, then calls [`Node::finish_durable`].
+    pub fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.in_flight.front_mut() {
+            None => Poll::Pending,
+            Some(Persisting { durable: None, .. }) => Poll::Ready(()),
+            Some(Persisting { durable: Some(sync), .. }) => Pin::new(sync).poll(cx),
         }
+    }
+
+    /// Completes, oldest first, the readies in flight whose writes are durable (each one's
+    /// only after every earlier one's): records them in Raft's log, installs a received
+    /// snapshot, sends the messages that had to wait for durability, and snapshots when due.
+    /// Returns whether any completed.
+    pub async fn finish_durable(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<bool, NodeError> {
+        let mut finished = false;
+        while let Some(front) = self.in_flight.front_mut() {
+            if let Some(sync) = front.durable.as_mut() {
+                if futures::poll!(Pin::new(&mut *sync)).is_pending() {
+                    break;
+                }
+                Pin::new(sync).take_output().expect("the sync completed")?;
+            }
+            let Persisting { ready, .. } = self.in_flight.pop_front().expect("the front is there");
+            self.finish_ready(ready, transport)?;
+            finished = true;
+        }
+        if finished {
+            self.serve_confirmed_reads(now_ms);
+            self.maybe_snapshot().await?;
+        }
+        Ok(finished)
+    }
+
+    /// Completes one ready whose writes are durable.
+    fn finish_ready(&mut self, mut ready: Ready, transport: &mut impl Transport) -> Result<(), NodeError> {
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(snapshot)?;
         }
@@ -787,20 +840,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
         for msg in std::mem::take(&mut ready.persisted_messages) {
             transport.send(self.with_snapshot_image(msg)?);
         }
-        if ready.snapshot.is_some() {
-            // Held back in `start_ready` until the snapshot replaced the store.
-            self.apply_committed(&ready, now_ms)?;
-        }
-        for rs in std::mem::take(&mut ready.read_states) {
-            let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if let Some(read) = self.reads.get_mut(&id) {
-                read.index = Some(rs.index);
-            }
-        }
-        // `advance` needs the committed entries to learn what was applied.
-        self.raw.advance(ready);
-        self.serve_confirmed_reads(now_ms);
-        self.maybe_snapshot().await
+        self.raw.persisted(&ready);
+        Ok(())
     }
 
     fn apply_committed(&mut self, ready: &Ready, now_ms: u64) -> Result<(), NodeError> {

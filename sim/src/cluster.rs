@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -212,6 +213,8 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
     config.record_applied = true;
     config.plants = env.plants;
     config.request_timeout_ms = 3_000;
+    // From one write at a time to a deep pipeline, as the seed draws it.
+    config.max_writes_in_flight = 1 + (sub_seed(env.seed, "writes-in-flight", id) % 8) as usize;
     let tick = Duration::from_secs_f64(config.tick_ms as f64 / 1000.0 / clock.rate);
     let rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "node", id << 32 | boot));
     let transport_rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "transport", id << 32 | boot));
@@ -251,59 +254,65 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
     });
     let mut transport = SimTransport { endpoint: endpoint.clone(), rng: transport_rng, chaos: env.chaos.clone() };
     let mut routes = Routes::default();
-    while let Some(first) = inputs.next().await {
-        let mut input = Some(first);
-        loop {
-            // Take whatever is already queued: one ready (one fsync) for all of it.
-            while let Some(next) = input.take() {
-                match next {
-                    Input::Tick => node.tick(now()),
-                    Input::Peer(frame) => {
-                        env.recorder.lock().expect("recorder").trace("deliver", &frame);
-                        match keel_net::decode(&frame) {
-                            Ok(msg) => node.step(msg),
-                            Err(e) => tracing::warn!("node {id}: bad peer frame: {e}"),
-                        }
-                    }
-                    Input::Client(from, ToServer::Request(client_token, request)) => {
-                        routes.next_token += 1;
-                        routes.tokens.insert(routes.next_token, (from, client_token));
-                        node.request(routes.next_token, request, now());
-                    }
-                    Input::Client(from, ToServer::Watch(stream, spec)) => {
-                        routes.streams.insert(stream, (from, 0));
-                        if let Err(e) = node.watch(stream, spec) {
-                            return stop(&env, &slot, id, e.to_string()).await;
-                        }
-                    }
-                    Input::Client(from, ToServer::WatchPing(stream, watch_id)) => {
-                        let alive = routes.streams.contains_key(&stream) && node.watch_exists(stream, watch_id);
-                        let _ = endpoint
-                            .send_to_raw(from, TAG_TO_CLIENT, Box::new(ToClient::WatchAlive(stream, watch_id, alive)))
-                            .await;
-                    }
-                    Input::Client(_, ToServer::MoveLeader(to)) => node.transfer_leader(to),
-                    Input::Client(from, ToServer::Inspect(token)) => {
-                        let store = node.store();
-                        let (hash, _, revision) = store.hash_kv(0).expect("hash");
-                        let msg = ToClient::Inspected(token, store.applied_index(), revision, hash);
-                        let _ = endpoint.send_to_raw(from, TAG_TO_CLIENT, Box::new(msg)).await;
+    let mut input = None;
+    loop {
+        // Take whatever is already queued: one ready (one WAL write) for all of it.
+        while let Some(next) = input.take().or_else(|| inputs.try_recv().ok()) {
+            match next {
+                Input::Tick => node.tick(now()),
+                Input::Peer(frame) => {
+                    env.recorder.lock().expect("recorder").trace("deliver", &frame);
+                    match keel_net::decode(&frame) {
+                        Ok(msg) => node.step(msg),
+                        Err(e) => tracing::warn!("node {id}: bad peer frame: {e}"),
                     }
                 }
-                input = inputs.try_recv().ok();
+                Input::Client(from, ToServer::Request(client_token, request)) => {
+                    routes.next_token += 1;
+                    routes.tokens.insert(routes.next_token, (from, client_token));
+                    node.request(routes.next_token, request, now());
+                }
+                Input::Client(from, ToServer::Watch(stream, spec)) => {
+                    routes.streams.insert(stream, (from, 0));
+                    if let Err(e) = node.watch(stream, spec) {
+                        return stop(&env, &slot, id, e.to_string()).await;
+                    }
+                }
+                Input::Client(from, ToServer::WatchPing(stream, watch_id)) => {
+                    let alive = routes.streams.contains_key(&stream) && node.watch_exists(stream, watch_id);
+                    let _ = endpoint
+                        .send_to_raw(from, TAG_TO_CLIENT, Box::new(ToClient::WatchAlive(stream, watch_id, alive)))
+                        .await;
+                }
+                Input::Client(_, ToServer::MoveLeader(to)) => node.transfer_leader(to),
+                Input::Client(from, ToServer::Inspect(token)) => {
+                    let store = node.store();
+                    let (hash, _, revision) = store.hash_kv(0).expect("hash");
+                    let msg = ToClient::Inspected(token, store.applied_index(), revision, hash);
+                    let _ = endpoint.send_to_raw(from, TAG_TO_CLIENT, Box::new(msg)).await;
+                }
             }
-            // As the real actor does: answer what applied while the WAL syncs, then finish.
-            let started = match node.start_ready(&mut transport, now()).await {
-                Ok(started) => started,
-                Err(e) => return stop(&env, &slot, id, e.to_string()).await,
-            };
-            routes.deliver(node.take_output(), &env, id, &endpoint).await;
-            let Some(persisting) = started else { break };
-            if let Err(e) = node.finish_ready(persisting, &mut transport, now()).await {
-                return stop(&env, &slot, id, e.to_string()).await;
-            }
-            routes.deliver(node.take_output(), &env, id, &endpoint).await;
-            input = inputs.try_recv().ok();
+        }
+        // As the real actor does: complete what is durable, start the next ready, answer.
+        let finished = match node.finish_durable(&mut transport, now()).await {
+            Ok(finished) => finished,
+            Err(e) => return stop(&env, &slot, id, e.to_string()).await,
+        };
+        let started = match node.start_ready(&mut transport, now()).await {
+            Ok(started) => started,
+            Err(e) => return stop(&env, &slot, id, e.to_string()).await,
+        };
+        routes.deliver(node.take_output(), &env, id, &endpoint).await;
+        if finished || started {
+            continue;
+        }
+        let woken = futures::future::poll_fn(|cx| match node.poll_durable(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(None)),
+            Poll::Pending => inputs.poll_next_unpin(cx).map(|next| next.map(Some)),
+        });
+        match woken.await {
+            Some(next) => input = next,
+            None => return,
         }
     }
 }

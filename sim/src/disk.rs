@@ -30,6 +30,8 @@ struct DiskState {
     files: BTreeMap<String, SimFile>,
     failed: bool,
     sync_latency: Duration,
+    /// When the latest sync started finishes: syncs finish in the order they started.
+    last_sync_done: Option<madsim::time::Instant>,
 }
 
 /// One node's WAL directory.
@@ -124,12 +126,18 @@ impl Disk for SimDisk {
     fn sync(&mut self, name: &str) -> impl std::future::Future<Output = io::Result<()>> + use<> {
         let disk = self.clone();
         let name = name.to_string();
-        let (latency, upto) = {
-            let state = self.state();
-            (state.sync_latency, state.files.get(&name).map_or(0, |f| f.data.len()))
+        let (done_at, upto) = {
+            let mut state = self.state();
+            // The sync starts now and finishes after every sync started before it.
+            let done_at = state
+                .last_sync_done
+                .into_iter()
+                .fold(madsim::time::Instant::now() + state.sync_latency, std::cmp::Ord::max);
+            state.last_sync_done = Some(done_at);
+            (done_at, state.files.get(&name).map_or(0, |f| f.data.len()))
         };
         async move {
-            madsim::time::sleep(latency).await;
+            madsim::time::sleep_until(done_at).await;
             let mut state = disk.state();
             if state.failed {
                 return Err(injected());

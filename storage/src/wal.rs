@@ -45,8 +45,9 @@ pub trait Disk: 'static {
     }
     /// Makes what was appended to the file before the call, and its directory entry, durable
     /// once the returned future completes. The future borrows nothing, so the caller can go on
-    /// working while the disk does (the work may start only when the future is first polled);
-    /// a caller starts the next sync of a file only after the previous one completed.
+    /// working, appending and starting further syncs while the disk works; syncs complete in
+    /// the order they were started (whatever the files), so a completed sync means every
+    /// earlier one completed too.
     fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<Self>;
 }
 
@@ -340,9 +341,10 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Makes everything written so far durable once the returned future completes. The
-    /// future borrows nothing from the log, so the caller may apply and answer while the disk
-    /// works; files are synced one after another in the order they were written (a snapshot
-    /// image before the record that names it).
+    /// future borrows nothing from the log, so the caller may apply, answer, write and start
+    /// the next sync while the disk works; syncs complete in the order they were started, and
+    /// files are synced in the order they were written (a snapshot image before the record
+    /// that names it).
     pub fn sync(&mut self) -> impl Future<Output = Result<()>> + use<D> {
         let syncs: Vec<_> = std::mem::take(&mut self.dirty).into_iter().map(|name| self.disk.sync(&name)).collect();
         async move {

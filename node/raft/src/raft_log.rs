@@ -3,7 +3,11 @@
 //!
 //! Invariants: `applied <= committed`; entries are handed out for applying only once they are
 //! both committed and durable (`<= persisted`), so nothing is applied that a crash could lose;
-//! `committed` never decreases.
+//! `committed` never decreases. The unstable tail splits at `in_progress`: entries before it
+//! were handed to the driver to write and may still be on their way to disk (several writes
+//! can be in flight; they become durable in the order they were handed out), entries from it
+//! on are still to be handed out. A conflicting append moves `in_progress` back, so the
+//! rewritten suffix is handed out again.
 
 use crate::storage::{limit_size, Storage, StorageError};
 use crate::types::{Entry, Snapshot};
@@ -12,9 +16,13 @@ use crate::types::{Entry, Snapshot};
 #[derive(Debug, Default)]
 struct Unstable {
     snapshot: Option<Snapshot>,
+    /// Whether `snapshot` was handed to the driver to write.
+    snapshot_in_progress: bool,
     entries: Vec<Entry>,
     /// Index of `entries[0]`.
     offset: u64,
+    /// Index of the first entry not yet handed to the driver to write.
+    in_progress: u64,
 }
 
 impl Unstable {
@@ -47,6 +55,12 @@ impl Unstable {
             self.entries.truncate((after - self.offset) as usize);
             self.entries.extend_from_slice(entries);
         }
+        self.in_progress = self.in_progress.min(after);
+    }
+
+    /// Entries not yet handed out.
+    fn entries_to_write(&self) -> &[Entry] {
+        &self.entries[(self.in_progress - self.offset) as usize..]
     }
 }
 
@@ -69,7 +83,7 @@ impl<S: Storage> RaftLog<S> {
         let last = store.last_index();
         let (hs, _) = store.initial_state();
         RaftLog {
-            unstable: Unstable { offset: last + 1, ..Default::default() },
+            unstable: Unstable { offset: last + 1, in_progress: last + 1, ..Default::default() },
             committed: hs.commit.max(first - 1),
             applied: first - 1,
             persisted: last,
@@ -199,14 +213,28 @@ impl<S: Storage> RaftLog<S> {
         Ok(limit_size(&out, max_size))
     }
 
-    /// Entries not yet durable.
-    pub fn unstable_entries(&self) -> &[Entry] {
-        &self.unstable.entries
+    /// Entries not yet durable and not yet handed out to be written.
+    pub fn entries_to_write(&self) -> &[Entry] {
+        self.unstable.entries_to_write()
     }
 
-    /// A snapshot received but not yet durable.
-    pub fn unstable_snapshot(&self) -> Option<&Snapshot> {
-        self.unstable.snapshot.as_ref()
+    /// A snapshot received, not yet durable and not yet handed out to be written.
+    pub fn snapshot_to_write(&self) -> Option<&Snapshot> {
+        self.unstable.snapshot.as_ref().filter(|_| !self.unstable.snapshot_in_progress)
+    }
+
+    /// Whether a received snapshot is not yet durable (handed out or not).
+    pub fn has_unstable_snapshot(&self) -> bool {
+        self.unstable.snapshot.is_some()
+    }
+
+    /// Records that entries up to `index` and the unstable snapshot, if any, were handed out
+    /// to be written: they are not handed out again unless a conflicting append rewrites them.
+    pub fn handed_out_to(&mut self, index: u64) {
+        let unstable = &mut self.unstable;
+        unstable.snapshot_in_progress = unstable.snapshot.is_some();
+        let end = unstable.offset + unstable.entries.len() as u64;
+        unstable.in_progress = unstable.in_progress.max((index + 1).min(end));
     }
 
     /// Commits up to `max_index` if that entry is from `term`: a leader only counts replicas
@@ -257,6 +285,7 @@ impl<S: Storage> RaftLog<S> {
             let drop = (index + 1 - self.unstable.offset) as usize;
             self.unstable.entries.drain(..drop);
             self.unstable.offset = index + 1;
+            self.unstable.in_progress = self.unstable.in_progress.max(index + 1);
         }
         if self.term(index) == Ok(term) {
             self.persisted = self.persisted.max(index);
@@ -267,6 +296,7 @@ impl<S: Storage> RaftLog<S> {
     pub fn stable_snap_to(&mut self, index: u64) {
         if self.unstable.snapshot.as_ref().is_some_and(|s| s.index() == index) {
             self.unstable.snapshot = None;
+            self.unstable.snapshot_in_progress = false;
             self.persisted = self.persisted.max(index);
         }
     }
@@ -276,8 +306,10 @@ impl<S: Storage> RaftLog<S> {
         let index = snapshot.index();
         self.committed = index;
         self.unstable.offset = index + 1;
+        self.unstable.in_progress = index + 1;
         self.unstable.entries.clear();
         self.unstable.snapshot = Some(snapshot);
+        self.unstable.snapshot_in_progress = false;
         self.persisted = self.persisted.min(index);
     }
 
@@ -336,9 +368,30 @@ mod tests {
         let mut log = log_with(&[1, 1, 1]);
         log.commit_to(3);
         assert!(log.next_committed_entries(u64::MAX).is_empty());
-        let first_two = log.unstable_entries()[..2].to_vec();
+        let first_two = log.entries_to_write()[..2].to_vec();
         log.store.append(&first_two);
         log.stable_to(2, 1);
         assert_eq!(log.next_committed_entries(u64::MAX).len(), 2);
+    }
+
+    #[test]
+    fn handed_out_entries_wait_for_their_write_unless_rewritten() {
+        let mut log = log_with(&[1, 1, 1]);
+        log.handed_out_to(3);
+        assert!(log.entries_to_write().is_empty(), "handed out once");
+        // A new leader rewrites entry 3 while the first write is still in flight.
+        log.append(&[ent(3, 2)]);
+        assert_eq!(log.entries_to_write(), &[ent(3, 2)]);
+        assert_eq!(log.persisted, 0);
+        // The first write completes: its entry 3 is no longer in the log, so nothing counts.
+        log.store.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]);
+        log.stable_to(3, 1);
+        assert_eq!(log.persisted, 0);
+        assert_eq!(log.term(3), Ok(2));
+        log.handed_out_to(3);
+        log.store.append(&[ent(3, 2)]);
+        log.stable_to(3, 2);
+        assert_eq!(log.persisted, 3);
+        assert!(log.entries_to_write().is_empty());
     }
 }

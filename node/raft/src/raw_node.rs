@@ -1,5 +1,13 @@
 //! The driver's interface: feed inputs (`tick`, `step`, `propose`, `read_index`), take a
 //! [`Ready`], carry it out in the order its fields document, then `advance`.
+//!
+//! A driver that overlaps writes instead calls [`RawNode::handed_out`] once it has sent a
+//! ready's messages, handed its writes to the disk and applied its committed entries, and
+//! [`RawNode::persisted`] once those writes are durable; meanwhile it may feed inputs and
+//! take further readies. Their writes must become durable in the order the readies were
+//! taken, and each ready's `persisted_messages` leave only when its own writes (and so every
+//! earlier ready's) are durable: a message in a later ready may promise what an earlier one
+//! wrote.
 
 use rand_chacha::ChaCha8Rng;
 
@@ -123,8 +131,8 @@ impl<S: Storage> RawNode<S> {
             || r.hard_state() != self.prev_hard_state
             || !r.msgs.is_empty()
             || !r.read_states.is_empty()
-            || !r.raft_log.unstable_entries().is_empty()
-            || r.raft_log.unstable_snapshot().is_some()
+            || !r.raft_log.entries_to_write().is_empty()
+            || r.raft_log.snapshot_to_write().is_some()
             || r.raft_log.has_next_committed_entries()
     }
 
@@ -143,8 +151,8 @@ impl<S: Storage> RawNode<S> {
         Ready {
             soft_state: (soft != self.prev_soft_state).then_some(soft),
             hard_state: (hard != self.prev_hard_state).then_some(hard),
-            entries: raft.raft_log.unstable_entries().to_vec(),
-            snapshot: raft.raft_log.unstable_snapshot().cloned(),
+            entries: raft.raft_log.entries_to_write().to_vec(),
+            snapshot: raft.raft_log.snapshot_to_write().cloned(),
             committed_entries: raft.raft_log.next_committed_entries(max),
             messages,
             persisted_messages,
@@ -155,6 +163,15 @@ impl<S: Storage> RawNode<S> {
     /// Acknowledges that `ready` was carried out: its snapshot, entries and hard state are
     /// durable and in the store, and its committed entries are applied.
     pub fn advance(&mut self, ready: Ready) {
+        self.handed_out(&ready);
+        self.persisted(&ready);
+    }
+
+    /// Records that `ready` was handed out: its messages sent, its snapshot, entries and hard
+    /// state on their way to disk (not necessarily durable yet), and its committed entries
+    /// applied (a ready with a snapshot has none: entries after a snapshot wait until it is
+    /// durable). The next ready holds only what came after.
+    pub fn handed_out(&mut self, ready: &Ready) {
         if let Some(soft) = ready.soft_state {
             self.prev_soft_state = soft;
         }
@@ -162,15 +179,23 @@ impl<S: Storage> RawNode<S> {
             self.prev_hard_state = hard;
         }
         let log = &mut self.raft.raft_log;
+        log.handed_out_to(ready.entries.last().map_or(0, |e| e.index));
+        if let Some(last) = ready.committed_entries.last() {
+            log.applied_to(last.index);
+        }
+    }
+
+    /// Records that `ready`'s snapshot, entries and hard state are durable and in the store.
+    /// Call for each handed-out ready in the order they were taken.
+    pub fn persisted(&mut self, ready: &Ready) {
+        let log = &mut self.raft.raft_log;
         if let Some(snapshot) = &ready.snapshot {
             log.stable_snap_to(snapshot.index());
             log.applied_to(snapshot.index());
         }
         if let Some(last) = ready.entries.last() {
+            // Ignored if a later conflicting append already replaced the entry.
             log.stable_to(last.index, last.term);
-        }
-        if let Some(last) = ready.committed_entries.last() {
-            log.applied_to(last.index);
         }
         let persisted = log.persisted;
         self.raft.on_persisted(persisted);

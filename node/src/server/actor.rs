@@ -1,8 +1,9 @@
 //! The node actor: the one task that owns the [`Node`], fed through a channel by the gRPC
 //! handlers, the peer listener and the ticker. Everything queued is handled before the next
-//! Raft ready, so concurrent requests share one WAL write and one fdatasync; while that
-//! fdatasync runs, the entries committed before are applied and answered, and new requests
-//! queue up for the ready after (a pipeline: intake, disk and apply overlap).
+//! Raft ready, so concurrent requests share one WAL write; while its fdatasync runs on the
+//! disk's thread, the actor takes new requests and starts the readies after it (several in
+//! flight, made durable in order), and applies and answers the entries committed before (a
+//! pipeline: intake, disk and apply overlap).
 //!
 //! Lease keep-alives and time-to-live queries that reach a follower are forwarded to the
 //! leader over the peer transport and answered when the leader's answer comes back (or fail
@@ -11,10 +12,11 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
-use futures::StreamExt;
+use futures::{future, StreamExt};
 use keel_api::EtcdError;
 use keel_net::tcp::TcpTransport;
 use keel_net::{Call, Frame};
@@ -464,26 +466,31 @@ pub async fn run(
         watch_streams: BTreeMap::new(),
         next_token: 0,
     };
-    while let Some(first) = inputs.next().await {
-        let mut input = Some(first);
-        loop {
-            // Everything queued goes into the next ready: one WAL write and one fdatasync.
-            while let Some(next) = input.take() {
-                if !actor.handle(next)? {
-                    return Ok(());
-                }
-                input = inputs.try_recv().ok();
+    let mut input = None;
+    loop {
+        // Everything queued goes into the next ready: one WAL write for all of it.
+        while let Some(next) = input.take().or_else(|| inputs.try_recv().ok()) {
+            if !actor.handle(next)? {
+                return Ok(());
             }
-            let now_ms = actor.clock.now_ms();
-            let started = actor.node.start_ready(&mut actor.transport, now_ms).await?;
-            // What the inputs produced (local reads, watch responses) and the entries applied
-            // while the disk works are answered before it finishes.
-            actor.deliver(&handle);
-            let Some(persisting) = started else { break };
-            actor.node.finish_ready(persisting, &mut actor.transport, now_ms).await?;
-            actor.deliver(&handle);
-            input = inputs.try_recv().ok();
+        }
+        let now_ms = actor.clock.now_ms();
+        let finished = actor.node.finish_durable(&mut actor.transport, now_ms).await?;
+        let started = actor.node.start_ready(&mut actor.transport, now_ms).await?;
+        // What the inputs produced (local reads, watch responses) and the entries applied
+        // while the disk works are answered now.
+        actor.deliver(&handle);
+        if finished || started {
+            continue;
+        }
+        let node = &mut actor.node;
+        let woken = future::poll_fn(|cx| match node.poll_durable(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(None)),
+            Poll::Pending => inputs.poll_next_unpin(cx).map(|next| next.map(Some)),
+        });
+        match woken.await {
+            Some(next) => input = next,
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
