@@ -120,6 +120,8 @@ pub struct ServerSlot {
     pub mem: Arc<Mutex<MemBackend>>,
     /// RocksDB directory.
     pub rocks_dir: Option<std::path::PathBuf>,
+    /// Most readies whose writes may be on their way to disk at once.
+    pub writes_in_flight: usize,
     /// Boots so far (seeds each boot's randomness).
     pub boots: u64,
     /// Whether the process is up.
@@ -197,7 +199,7 @@ fn open_rocks(dir: &std::path::Path) -> RocksBackend {
 
 /// Runs one server process until it is killed (or stops on a disk error).
 pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: SkewedClock) {
-    let (id, disk, backend, boot) = {
+    let (id, disk, backend, boot, writes_in_flight) = {
         let mut s = slot.lock().expect("slot lock");
         s.boots += 1;
         s.up = true;
@@ -205,7 +207,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
             Some(dir) => SimBackend::Rocks(open_rocks(dir)),
             None => SimBackend::Mem(s.mem.clone()),
         };
-        (s.id, s.disk.clone(), backend, s.boots)
+        (s.id, s.disk.clone(), backend, s.boots, s.writes_in_flight)
     };
     let mut config = NodeConfig::new(id, env.voters.clone());
     config.snapshot_count = env.snapshot_count;
@@ -213,8 +215,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
     config.record_applied = true;
     config.plants = env.plants;
     config.request_timeout_ms = 3_000;
-    // From one write at a time to a deep pipeline, as the seed draws it.
-    config.max_writes_in_flight = 1 + (sub_seed(env.seed, "writes-in-flight", id) % 8) as usize;
+    config.max_writes_in_flight = writes_in_flight;
     let tick = Duration::from_secs_f64(config.tick_ms as f64 / 1000.0 / clock.rate);
     let rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "node", id << 32 | boot));
     let transport_rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "transport", id << 32 | boot));

@@ -129,10 +129,8 @@ impl Disk for SimDisk {
         let (done_at, upto) = {
             let mut state = self.state();
             // The sync starts now and finishes after every sync started before it.
-            let done_at = state
-                .last_sync_done
-                .into_iter()
-                .fold(madsim::time::Instant::now() + state.sync_latency, std::cmp::Ord::max);
+            let alone = madsim::time::Instant::now() + state.sync_latency;
+            let done_at = state.last_sync_done.map_or(alone, |last| last.max(alone));
             state.last_sync_done = Some(done_at);
             (done_at, state.files.get(&name).map_or(0, |f| f.data.len()))
         };

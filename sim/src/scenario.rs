@@ -145,13 +145,19 @@ async fn simulate(scenario: Scenario, seed: u64, plants: Plants, rocks_dirs: Vec
         let rate = 1.0 + rng.gen_range(-scenario.max_drift..=scenario.max_drift);
         let offset_ms = rng.gen_range(0..3_600_000);
         let sync_ms = rng.gen_range(1..10);
-        params.push(format!("node {id}: clock rate {rate:.4} offset {offset_ms}ms fsync {sync_ms}ms"));
+        // From one write at a time to a deep pipeline (a stream of its own: the draws above
+        // stay as they were).
+        let writes_in_flight = 1 + (sub_seed(seed, "writes-in-flight", id) % 8) as usize;
+        params.push(format!(
+            "node {id}: clock rate {rate:.4} offset {offset_ms}ms fsync {sync_ms}ms writes in flight {writes_in_flight}"
+        ));
         let clock = SkewedClock { origin, offset_ms, rate };
         let slot = Arc::new(Mutex::new(ServerSlot {
             id,
             disk: SimDisk::new(Duration::from_millis(sync_ms)),
             mem: Arc::new(Mutex::new(MemBackend::new())),
             rocks_dir: rocks_dirs.get(id as usize).cloned(),
+            writes_in_flight,
             boots: 0,
             up: false,
         }));
