@@ -190,3 +190,68 @@ fn restart_recovers_without_applying_twice() {
     assert_eq!(again.get("a"), Some(b"1".to_vec()));
     assert_eq!(again.put("c", "3", 0).revision, revision + 1);
 }
+
+/// A disk in memory whose syncs complete, in order, only as the test releases them (what a
+/// crash would keep is not modelled here).
+#[derive(Clone, Default)]
+struct GatedDisk {
+    files: std::rc::Rc<std::cell::RefCell<MemDisk>>,
+    started: std::rc::Rc<std::cell::Cell<usize>>,
+    released: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl keel_storage::wal::Disk for GatedDisk {
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.files.borrow().list()
+    }
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        self.files.borrow().read(name)
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        self.files.borrow_mut().append(name, data)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> std::io::Result<()> {
+        self.files.borrow_mut().truncate(name, len)
+    }
+    fn remove(&mut self, name: &str) -> std::io::Result<()> {
+        self.files.borrow_mut().remove(name)
+    }
+    fn sync(&mut self, _name: &str) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
+        self.started.set(self.started.get() + 1);
+        let (number, released) = (self.started.get(), self.released.clone());
+        std::future::poll_fn(move |_| {
+            if released.get() >= number {
+                std::task::Poll::Ready(Ok(()))
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+}
+
+#[test]
+fn writes_in_flight_are_answered_in_order_once_durable() {
+    let disk = GatedDisk::default();
+    disk.released.set(usize::MAX);
+    let config = NodeConfig::new(1, vec![1]);
+    let mut node = ready(Node::open(config, disk.clone(), MemBackend::new(), ChaCha8Rng::seed_from_u64(1))).unwrap();
+    ready(node.process(&mut NoPeers, 0)).unwrap();
+    node.campaign();
+    ready(node.process(&mut NoPeers, 0)).unwrap();
+    disk.released.set(disk.started.get());
+    let put = |key: &str| Request::Put(PutRequest { key: key.into(), value: "v".into(), ..Default::default() });
+    let answered = |node: &mut Node<GatedDisk, MemBackend>| -> Vec<u64> {
+        ready(node.finish_durable(&mut NoPeers, 0)).unwrap();
+        ready(node.start_ready(&mut NoPeers, 0)).unwrap();
+        node.take_output().replies.into_iter().map(|(token, _)| token).collect()
+    };
+    node.request(1, put("a"), 0);
+    assert!(ready(node.start_ready(&mut NoPeers, 0)).unwrap());
+    node.request(2, put("b"), 0);
+    assert!(ready(node.start_ready(&mut NoPeers, 0)).unwrap(), "a second write goes out while the first syncs");
+    assert_eq!(answered(&mut node), Vec::<u64>::new(), "nothing is answered before it is durable");
+    disk.released.set(disk.released.get() + 1);
+    assert_eq!(answered(&mut node), vec![1]);
+    disk.released.set(disk.released.get() + 1);
+    assert_eq!(answered(&mut node), vec![2]);
+}
