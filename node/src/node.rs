@@ -30,7 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::future;
+use futures::{future, Stream, StreamExt};
 use keel_api::EtcdError;
 use keel_net::Transport;
 use keel_raft::{
@@ -229,6 +229,17 @@ async fn yield_once() {
         std::task::Poll::Pending
     })
     .await
+}
+
+/// What a driver waiting in [`Node::wait`] woke up for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake<T> {
+    /// An input arrived.
+    Input(T),
+    /// The oldest ready in flight is durable.
+    Durable,
+    /// The inputs ended.
+    Closed,
 }
 
 /// A WAL sync under way.
@@ -724,8 +735,8 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Carries out everything Raft asked for: sends, persists (with an fsync), applies, and
     /// serves confirmed reads, until nothing is left to do or in flight. Call after feeding
     /// inputs; an error means the node must stop. (A driver that takes new inputs while the
-    /// disk works calls [`Node::start_ready`], [`Node::poll_durable`] and
-    /// [`Node::finish_durable`] itself.)
+    /// disk works calls [`Node::start_ready`], [`Node::wait`] and [`Node::finish_durable`]
+    /// itself.)
     pub async fn process(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<(), NodeError> {
         loop {
             self.finish_durable(transport, now_ms).await?;
@@ -793,9 +804,18 @@ impl<D: Disk, B: Backend> Node<D, B> {
             && self.raw.raft.raft_log.snapshot_to_write().is_none()
     }
 
-    /// Ready once the oldest ready in flight is durable (never, if none is in flight): the
-    /// driver waits on this beside its inputs, then calls [`Node::finish_durable`].
-    pub fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Waits until the oldest ready in flight is durable (then call [`Node::finish_durable`])
+    /// or the next of the driver's `inputs` arrives, whichever comes first (durability if both).
+    pub async fn wait<S: Stream + Unpin>(&mut self, inputs: &mut S) -> Wake<S::Item> {
+        future::poll_fn(|cx| match self.poll_durable(cx) {
+            Poll::Ready(()) => Poll::Ready(Wake::Durable),
+            Poll::Pending => inputs.poll_next_unpin(cx).map(|next| next.map_or(Wake::Closed, Wake::Input)),
+        })
+        .await
+    }
+
+    /// Ready once the oldest ready in flight is durable (never, if none is in flight).
+    fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self.in_flight.front_mut() {
             None => Poll::Pending,
             Some(Persisting { durable: None, .. }) => Poll::Ready(()),

@@ -8,14 +8,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::StreamExt;
 use keel_api::EtcdError;
 use keel_net::Transport;
-use keel_node::{Node, NodeConfig, Reply, Request, WatchCreate, WatchResponse};
+use keel_node::{Node, NodeConfig, Reply, Request, Wake, WatchCreate, WatchResponse};
 use keel_raft::{Message, Plants};
 use keel_storage::backend::MemBackend;
 use keel_storage::rocks::RocksBackend;
@@ -307,13 +305,10 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
         if finished || started {
             continue;
         }
-        let woken = futures::future::poll_fn(|cx| match node.poll_durable(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(None)),
-            Poll::Pending => inputs.poll_next_unpin(cx).map(|next| next.map(Some)),
-        });
-        match woken.await {
-            Some(next) => input = next,
-            None => return,
+        match node.wait(&mut inputs).await {
+            Wake::Input(next) => input = Some(next),
+            Wake::Durable => {}
+            Wake::Closed => return,
         }
     }
 }

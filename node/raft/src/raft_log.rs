@@ -223,11 +223,6 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.snapshot.as_ref().filter(|_| !self.unstable.snapshot_in_progress)
     }
 
-    /// Whether a received snapshot is not yet durable (handed out or not).
-    pub fn has_unstable_snapshot(&self) -> bool {
-        self.unstable.snapshot.is_some()
-    }
-
     /// Records that entries up to `index` and the unstable snapshot, if any, were handed out
     /// to be written: they are not handed out again unless a conflicting append rewrites them.
     pub fn handed_out_to(&mut self, index: u64) {

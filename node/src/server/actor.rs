@@ -12,11 +12,10 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
-use futures::{future, StreamExt};
+
 use keel_api::EtcdError;
 use keel_net::tcp::TcpTransport;
 use keel_net::{Call, Frame};
@@ -28,7 +27,7 @@ use super::compactor::AutoCompactor;
 use super::disk::FsDisk;
 use super::forward::{self, LeaseAnswer, LeaseCall};
 use crate::service::HeaderInfo;
-use crate::{Clock, MemberAttributes, Node, NodeError, Reply, Request, Status, WatchCreate, WatchResponse};
+use crate::{Clock, MemberAttributes, Node, NodeError, Reply, Request, Status, Wake, WatchCreate, WatchResponse};
 
 /// Monotonic milliseconds since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -483,14 +482,10 @@ pub async fn run(
         if finished || started {
             continue;
         }
-        let node = &mut actor.node;
-        let woken = future::poll_fn(|cx| match node.poll_durable(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(None)),
-            Poll::Pending => inputs.poll_next_unpin(cx).map(|next| next.map(Some)),
-        });
-        match woken.await {
-            Some(next) => input = next,
-            None => return Ok(()),
+        match actor.node.wait(&mut inputs).await {
+            Wake::Input(next) => input = Some(next),
+            Wake::Durable => {}
+            Wake::Closed => return Ok(()),
         }
     }
 }

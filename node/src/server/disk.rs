@@ -123,7 +123,7 @@ impl FsDisk {
     /// entry if the file is new): a small write with no sync outstanding here and now,
     /// others on the sync thread. Returns None if synced here.
     fn write_and_sync(&mut self, name: &str) -> io::Result<Option<oneshot::Receiver<io::Result<()>>>> {
-        let bytes = self.pending.remove(name).unwrap_or_default();
+        let mut bytes = self.pending.remove(name).unwrap_or_default();
         let open = self.file(name)?;
         // A short write to a regular file means the disk is full: write_all_at fails, and
         // nothing is acknowledged.
@@ -132,7 +132,6 @@ impl FsDisk {
         let file = open.file.clone();
         let len = bytes.len();
         if bytes.capacity() <= SPARE_BYTES {
-            let mut bytes = bytes;
             bytes.clear();
             self.spare = bytes;
         }
@@ -144,9 +143,13 @@ impl FsDisk {
         }
         let (done, durable) = oneshot::channel();
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        self.jobs.send(SyncJob { file, dir, done }).map_err(|_| io::Error::other("the WAL sync thread is gone"))?;
+        self.jobs.send(SyncJob { file, dir, done }).map_err(|_| sync_thread_gone())?;
         Ok(Some(durable))
     }
+}
+
+fn sync_thread_gone() -> io::Error {
+    io::Error::other("the WAL sync thread is gone")
 }
 
 /// Makes a file's written bytes durable, and its directory entry if `dir` is given.
@@ -154,10 +157,12 @@ fn sync_file(file: &fs::File, dir: Option<&Path>, fsync_seconds: &Histogram) -> 
     let started = Instant::now();
     file.sync_data()?;
     fsync_seconds.observe(started.elapsed().as_secs_f64());
-    if let Some(dir) = dir {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Makes the directory's entries durable, if one is given.
+fn sync_dir(dir: Option<&Path>) -> io::Result<()> {
+    dir.map_or(Ok(()), |dir| fs::File::open(dir)?.sync_all())
 }
 
 /// The sync thread: makes queued writes durable in order. It takes every job queued
@@ -177,7 +182,7 @@ fn sync_files(queue: mpsc::Receiver<SyncJob>, outstanding: Arc<AtomicUsize>, fsy
             let file = (!synced.iter().any(|f| Arc::ptr_eq(f, &job.file))).then_some(&job.file);
             let result = match file {
                 Some(file) => sync_file(file, job.dir.as_deref(), &fsync_seconds).map(|()| synced.push(file)),
-                None => job.dir.as_deref().map_or(Ok(()), |dir| fs::File::open(dir)?.sync_all()),
+                None => sync_dir(job.dir.as_deref()),
             };
             if let Err(e) = result {
                 failure = Some((e.kind(), e.to_string()));
@@ -261,7 +266,7 @@ impl Disk for FsDisk {
         async move {
             match synced? {
                 None => Ok(()),
-                Some(durable) => durable.await.unwrap_or_else(|_| Err(io::Error::other("the WAL sync thread is gone"))),
+                Some(durable) => durable.await.unwrap_or_else(|_| Err(sync_thread_gone())),
             }
         }
     }
