@@ -433,28 +433,31 @@ fn rpc_labels(method: Method) -> RpcLabels {
         Streaming::Server => "server_stream",
         _ => "bidi_stream",
     };
-    RpcLabels { grpc_type, grpc_service: service.to_string(), grpc_method: name.to_string() }
+    RpcLabels { grpc_type, grpc_service: service, grpc_method: name }
 }
 
 /// Serves one HTTP/2 request.
 pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Response<GrpcBody>, Infallible> {
-    let path = request.uri().path().to_string();
-    let method = Method::from_path(&path);
+    let max_message = max_message(ctx.max_request);
+    let Some(method) = Method::from_path(request.uri().path()) else {
+        let status = Status::new(Code::Unimplemented, format!("unknown method {}", request.uri().path()));
+        RequestStream::new(request.into_body(), max_message).finish_in_background();
+        return Ok(failure(status));
+    };
     let node = ctx.node.clone();
     // The bidirectional streams read their requests to the end themselves.
     match method {
-        Some(Method::LeaseKeepAlive) => return Ok(keep_alive(request.into_body(), node, max_message(ctx.max_request))),
-        Some(Method::Watch) => return Ok(watch(request.into_body(), node, ctx.max_request)),
+        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message)),
+        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request)),
         _ => {}
     }
-    let mut requests = RequestStream::new(request.into_body(), max_message(ctx.max_request));
+    let mut requests = RequestStream::new(request.into_body(), max_message);
     let response = match method {
-        None => failure(Status::new(Code::Unimplemented, format!("unknown method {path}"))),
-        Some(Method::Snapshot) => snapshot(node),
-        Some(method) if method.streaming() != Streaming::Unary => {
-            failure(Status::new(Code::Unimplemented, format!("{path} is not supported yet")))
+        Method::Snapshot => snapshot(node),
+        method if method.streaming() != Streaming::Unary => {
+            failure(Status::new(Code::Unimplemented, format!("{} is not supported yet", method.path())))
         }
-        Some(method) => answer_unary(method, &mut requests, &ctx).await,
+        method => answer_unary(method, &mut requests, &ctx).await,
     };
     requests.finish_in_background();
     Ok(response)

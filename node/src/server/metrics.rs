@@ -21,9 +21,9 @@ pub struct RpcLabels {
     /// `unary` or `bidi_stream`/`server_stream`.
     pub grpc_type: &'static str,
     /// E.g. `etcdserverpb.KV`.
-    pub grpc_service: String,
+    pub grpc_service: &'static str,
     /// E.g. `Range`.
-    pub grpc_method: String,
+    pub grpc_method: &'static str,
 }
 
 /// An RPC's labels with its outcome.
@@ -32,9 +32,9 @@ pub struct HandledLabels {
     /// `unary` or `bidi_stream`/`server_stream`.
     pub grpc_type: &'static str,
     /// E.g. `etcdserverpb.KV`.
-    pub grpc_service: String,
+    pub grpc_service: &'static str,
     /// E.g. `Range`.
-    pub grpc_method: String,
+    pub grpc_method: &'static str,
     /// The gRPC status code's name, e.g. `OK`, `InvalidArgument`.
     pub grpc_code: &'static str,
 }
