@@ -59,3 +59,40 @@ fn requests_ended_after_their_answer_keep_the_connection_open() {
         }
     });
 }
+
+/// A path that names no RPC is answered Unimplemented, naming the path, as grpc-go answers
+/// it, and the connection keeps serving.
+#[test]
+fn an_unknown_method_is_unimplemented() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let address = keel.endpoint.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("connects");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        let message =
+            Bytes::from(frame_encoded(&pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }.encode_to_vec()));
+        for (path, status, reason) in [
+            ("/etcdserverpb.KV/Nothing", "12", Some("unknown method /etcdserverpb.KV/Nothing")),
+            ("/etcdserverpb.KV/Range", "0", None),
+        ] {
+            let request = Request::post(format!("http://{address}{path}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            let mut ready = client.clone().ready().await.expect("connection open");
+            let (response, mut request_body) = ready.send_request(request, false).expect("sends headers");
+            request_body.send_data(message.clone(), true).expect("sends the message");
+            let mut body = response.await.expect("answered").into_body();
+            while let Some(data) = body.data().await {
+                let _ = body.flow_control().release_capacity(data.expect("reads the answer").len());
+            }
+            let trailers = body.trailers().await.expect("trailers arrive").expect("trailers");
+            assert_eq!(trailers.get("grpc-status").map(|v| v.to_str().unwrap()), Some(status), "{path}");
+            assert_eq!(trailers.get("grpc-message").map(|v| v.to_str().unwrap()), reason, "{path}");
+        }
+    });
+}
