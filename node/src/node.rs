@@ -829,14 +829,11 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Returns whether any completed.
     pub async fn finish_durable(&mut self, transport: &mut impl Transport, now_ms: u64) -> Result<bool, NodeError> {
         let mut finished = false;
-        while let Some(front) = self.in_flight.front_mut() {
-            if let Some(sync) = front.durable.as_mut() {
-                if futures::poll!(Pin::new(&mut *sync)).is_pending() {
-                    break;
-                }
-                Pin::new(sync).take_output().expect("the sync completed")?;
+        while futures::poll!(future::poll_fn(|cx| self.poll_durable(cx))).is_ready() {
+            let Persisting { ready, durable } = self.in_flight.pop_front().expect("a durable ready is in flight");
+            if let Some(mut sync) = durable {
+                Pin::new(&mut sync).take_output().expect("the sync completed")?;
             }
-            let Persisting { ready, .. } = self.in_flight.pop_front().expect("the front is there");
             self.finish_ready(ready, transport)?;
             finished = true;
         }
