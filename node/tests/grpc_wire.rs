@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::Keel;
+use h2::client::SendRequest;
 use http::Request;
 use keel_api::etcdserverpb as pb;
 use keel_api::grpc::frame_encoded;
@@ -21,25 +23,14 @@ const CALLS: usize = 1100;
 /// h2 closes the connection after 1024 such resets).
 #[test]
 fn requests_ended_after_their_answer_keep_the_connection_open() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keel = Keel::single(dir.path());
-    let address = keel.endpoint.trim_start_matches("http://").to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&address).await.expect("connects");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-        tokio::spawn(connection);
-        let message =
-            Bytes::from(frame_encoded(&pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }.encode_to_vec()));
+    with_keel(|address| async move {
+        let client = connect(&address).await;
+        let message = range_message();
         for call in 0..CALLS {
-            let request = Request::post(format!("http://{address}/etcdserverpb.KV/Range"))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(())
-                .expect("request");
             let mut ready =
                 client.clone().ready().await.unwrap_or_else(|e| panic!("call {call}: connection lost: {e}"));
-            let (response, mut request_body) = ready.send_request(request, false).expect("sends headers");
+            let head = call_head(&address, "/etcdserverpb.KV/Range");
+            let (response, mut request_body) = ready.send_request(head, false).expect("sends headers");
             request_body.send_data(message.clone(), false).expect("sends the message");
             let response = tokio::time::timeout(Duration::from_secs(10), response)
                 .await
@@ -64,27 +55,16 @@ fn requests_ended_after_their_answer_keep_the_connection_open() {
 /// it, and the connection keeps serving.
 #[test]
 fn an_unknown_method_is_unimplemented() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keel = Keel::single(dir.path());
-    let address = keel.endpoint.trim_start_matches("http://").to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&address).await.expect("connects");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-        tokio::spawn(connection);
-        let message =
-            Bytes::from(frame_encoded(&pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }.encode_to_vec()));
+    with_keel(|address| async move {
+        let client = connect(&address).await;
+        let message = range_message();
         for (path, status, reason) in [
             ("/etcdserverpb.KV/Nothing", "12", Some("unknown method /etcdserverpb.KV/Nothing")),
             ("/etcdserverpb.KV/Range", "0", None),
         ] {
-            let request = Request::post(format!("http://{address}{path}"))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(())
-                .expect("request");
             let mut ready = client.clone().ready().await.expect("connection open");
-            let (response, mut request_body) = ready.send_request(request, false).expect("sends headers");
+            let (response, mut request_body) =
+                ready.send_request(call_head(&address, path), false).expect("sends headers");
             request_body.send_data(message.clone(), true).expect("sends the message");
             let mut body = response.await.expect("answered").into_body();
             while let Some(data) = body.data().await {
@@ -95,4 +75,35 @@ fn an_unknown_method_is_unimplemented() {
             assert_eq!(trailers.get("grpc-message").map(|v| v.to_str().unwrap()), reason, "{path}");
         }
     });
+}
+
+/// Runs `test` on a runtime of its own against a fresh single-member Keel at `address`.
+fn with_keel<F: Future<Output = ()>>(test: impl FnOnce(String) -> F) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let address = keel.endpoint.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(test(address));
+}
+
+/// An HTTP/2 connection to `address`, driven by a task on the current runtime.
+async fn connect(address: &str) -> SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connects");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    client
+}
+
+/// The head of a gRPC call to `path`.
+fn call_head(address: &str, path: &str) -> Request<()> {
+    Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request")
+}
+
+/// A Range request for key `k`, framed.
+fn range_message() -> Bytes {
+    Bytes::from(frame_encoded(&pb::RangeRequest { key: b"k".to_vec(), ..Default::default() }.encode_to_vec()))
 }
