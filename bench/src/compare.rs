@@ -556,7 +556,7 @@ mod tests {
 
     /// The whole comparison, briefly, with etcd standing in for both systems: every workload
     /// runs without errors against a real server and the report has every row.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn compares_two_servers_and_writes_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let args = CompareArgs {

@@ -1,6 +1,7 @@
 //! Unary calls for the load, on one HTTP/2 connection per handle: the h2 crate on tokio, with
 //! keel-api's message types and gRPC framing. A request's message and its end of stream go
-//! out in one DATA frame. Streams (watch, lease keep-alive) go through etcd-client instead.
+//! out in one DATA frame, and the requests queued on a connection meanwhile in one write.
+//! Streams (watch, lease keep-alive) go through etcd-client instead.
 //!
 //! Why not etcd-client for these too: the client shares the machine with the server under
 //! test, so every microsecond of CPU it spends per request is taken from the server. Through
@@ -17,6 +18,8 @@ use http::{HeaderMap, HeaderValue, Method as HttpMethod, Request, Uri};
 use keel_api::grpc::{decode, frame, FrameDecoder, Method};
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+use crate::coalesce::Coalescing;
 
 /// The largest response message accepted (etcd's default client limit is unbounded; this
 /// only guards the bench against a runaway answer).
@@ -39,8 +42,9 @@ impl Connection {
             .map_err(|_| format!("connecting to {endpoint}: timed out"))?
             .map_err(|e| format!("connecting to {endpoint}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (send, connection) =
-            h2::client::handshake(tcp).await.map_err(|e| format!("HTTP/2 handshake with {endpoint}: {e}"))?;
+        let (send, connection) = h2::client::handshake(Coalescing::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP/2 handshake with {endpoint}: {e}"))?;
         tokio::spawn(async move {
             // Ends when the server closes the connection; calls on it then fail and count as errors.
             let _ = connection.await;
