@@ -2,9 +2,9 @@
 //! loop (each client sends its next request when the previous one answers) or open loop at a
 //! target rate.
 //!
-//! Open loop avoids coordinated omission: request `i` is due at `start + i / rate`, and its
-//! latency is measured from that moment, so time spent waiting for a busy client counts
-//! against the server that made it wait. Each worker owns its histogram; they are merged at
+//! Open loop avoids coordinated omission: request `i` is due at `start + i / rate`, and if no
+//! worker is free by then its latency is measured from that moment, so time spent waiting for
+//! a busy client counts against the server that made it wait (see [`wait_until_due`]). Each worker owns its histogram; they are merged at
 //! the end, so recording never contends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -279,6 +279,20 @@ impl Schedule {
     }
 }
 
+/// Waits for a request's due time; returns the moment its latency is measured from. A request
+/// already due when a worker takes it waited for a busy worker: the wait counts against the
+/// server, so it is timed from its due time. Otherwise it is timed from when it leaves: a timer
+/// wakes on its wheel's next millisecond, and that lateness is the client's (timed from the due
+/// time, 8 clients putting 2000/s read a median of 1.24-1.31 ms from Keel instead of ~0.52 ms,
+/// and 1.67 instead of 0.92-1.15 ms from etcd).
+async fn wait_until_due(due: Instant) -> Instant {
+    if due <= Instant::now() {
+        return due;
+    }
+    tokio::time::sleep_until(due).await;
+    Instant::now()
+}
+
 /// What the workers measured together.
 struct Outcome {
     histogram: Histogram<u64>,
@@ -412,13 +426,10 @@ impl Worker {
         let mut histogram = report::new_histogram();
         let mut samples = Vec::new();
         while let Some((i, due)) = schedule.next() {
-            if due > Instant::now() {
-                // A timer, even one already due, waits for the timer wheel's next millisecond.
-                tokio::time::sleep_until(due).await;
-            }
+            let timed_from = wait_until_due(due).await;
             let answered = tokio::time::timeout(REQUEST_TIMEOUT, self.send(i)).await;
             match answered.unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}"))) {
-                Ok(()) => report::record(&mut histogram, due.elapsed()),
+                Ok(()) => report::record(&mut histogram, timed_from.elapsed()),
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     if samples.len() < ERROR_SAMPLES {
@@ -614,6 +625,16 @@ mod tests {
     fn a_timed_schedule_stops_at_its_deadline() {
         let schedule = Schedule::new(&LoadArgs { rate: 10.0, duration: Some(1.0), ..LoadArgs::against(vec![]) });
         assert_eq!(std::iter::from_fn(|| schedule.next()).count(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_timed_from_its_due_time_only_if_it_was_already_due() {
+        let overdue = Instant::now() - Duration::from_millis(5);
+        assert_eq!(wait_until_due(overdue).await, overdue);
+        let ahead = Instant::now() + Duration::from_millis(3);
+        let timed_from = wait_until_due(ahead).await;
+        assert!(timed_from >= ahead, "it waited until due");
+        assert!(timed_from > ahead, "and is timed from when it left, after the timer woke");
     }
 
     #[test]
