@@ -4,8 +4,8 @@
 //!
 //! Open loop avoids coordinated omission: request `i` is due at `start + i / rate`, and if no
 //! worker is free by then its latency is measured from that moment, so time spent waiting for
-//! a busy client counts against the server that made it wait (see [`wait_until_due`]). Each worker owns its histogram; they are merged at
-//! the end, so recording never contends.
+//! a busy client counts against the server that made it wait (see [`wait_until_due`]). Each
+//! worker owns its histogram; they are merged at the end, so recording never contends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -633,8 +633,7 @@ mod tests {
         assert_eq!(wait_until_due(overdue).await, overdue);
         let ahead = Instant::now() + Duration::from_millis(3);
         let timed_from = wait_until_due(ahead).await;
-        assert!(timed_from >= ahead, "it waited until due");
-        assert!(timed_from > ahead, "and is timed from when it left, after the timer woke");
+        assert!(timed_from > ahead, "it waited until due and is timed from when it left");
     }
 
     #[test]
