@@ -9,52 +9,32 @@
 //! the batching grpc-go's writer does; it delays a lone request by one pass of the scheduler.
 //!
 //! Invariant: bytes accepted by `poll_write` are written, in order, by the next flush that
-//! returns Ready (or shutdown); the first flush after new bytes yields instead.
+//! returns Ready (or shutdown); a flush with bytes held yields once before writing them.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 
-/// Buffered bytes beyond which a write first drains what is held.
-const HIGH_WATER: usize = 256 << 10;
+/// Bytes held before a write passes them on without waiting for a flush.
+const CAPACITY: usize = 256 << 10;
 
-/// An I/O stream whose writes are coalesced until a flush that follows a yield.
+/// An I/O stream whose writes are held until a flush that follows a yield.
 pub struct Coalescing<T> {
-    inner: T,
-    held: Vec<u8>,
-    /// How much of `held` the stream has taken.
-    written: usize,
-    /// The flush already yielded once for what is held.
+    inner: BufWriter<T>,
+    /// A flush already yielded once for what is held.
     yielded: bool,
 }
 
-impl<T> Coalescing<T> {
+impl<T: AsyncWrite> Coalescing<T> {
     /// Wraps `inner`.
     pub fn new(inner: T) -> Coalescing<T> {
-        Coalescing { inner, held: Vec::new(), written: 0, yielded: false }
+        Coalescing { inner: BufWriter::with_capacity(CAPACITY, inner), yielded: false }
     }
 }
 
-impl<T: AsyncWrite + Unpin> Coalescing<T> {
-    /// Writes everything held to the stream.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.held.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.held[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.held.clear();
-        self.written = 0;
-        self.yielded = false;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalescing<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -62,25 +42,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.held.len() >= HIGH_WATER {
-            ready!(self.poll_drain(cx))?;
-        }
-        self.held.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.held.is_empty() && !self.yielded {
+        if !self.inner.buffer().is_empty() && !self.yielded {
             self.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        ready!(self.poll_drain(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.yielded = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
