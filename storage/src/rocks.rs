@@ -12,12 +12,17 @@
 //! between, the bytes written since are added to the last reading. Reading it takes a dozen
 //! property lookups, which every apply batch paid before.
 //!
-//! `start_sync` flushes on a thread of its own: a flush writes up to the whole write buffer
-//! (32 MiB) to a new file, tens of milliseconds in which the caller goes on serving (what it
-//! writes meanwhile may or may not join the flush).
+//! Once [`RocksBackend::start_flush_thread`] has been called, `start_sync` hands the flush to
+//! that thread: a flush writes up to the whole write buffer (32 MiB) to a new file, tens of
+//! milliseconds in which the caller goes on serving (what it writes meanwhile may or may not
+//! join the flush). The thread is started on request, not with each flush, so that it runs
+//! where the thread that started it was allowed to (as RocksDB's own threads run where the
+//! opening thread was): the server starts it off its executor's pinned core. Without it
+//! (inside a simulation, where threads of our own are not allowed) `start_sync` flushes in
+//! place.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use futures_channel::oneshot;
@@ -35,10 +40,14 @@ pub struct RocksBackend {
     measured_bytes: u64,
     /// Key and value bytes written since that reading.
     written_since: u64,
-    /// The thread of the last `start_sync`; joined on drop, so that the database is closed
-    /// (and may be opened again) once the backend is gone.
-    flusher: Option<JoinHandle<()>>,
+    /// The flush thread's queue (each request carries where its outcome goes) and the
+    /// thread, joined on drop so that the database is closed (and may be opened again) once
+    /// the backend is gone.
+    flusher: Option<(mpsc::Sender<FlushRequest>, JoinHandle<()>)>,
 }
+
+/// Asks the flush thread for a flush and where to send its outcome.
+type FlushRequest = oneshot::Sender<Result<()>>;
 
 fn err(e: rocksdb::Error) -> BackendError {
     BackendError(e.into_string())
@@ -64,6 +73,23 @@ impl RocksBackend {
         Ok(backend)
     }
 
+    /// Starts the thread `start_sync` hands its flushes to (it inherits the calling thread's
+    /// CPU affinity).
+    pub fn start_flush_thread(&mut self) -> Result<()> {
+        let (flush_requests, requests) = mpsc::channel::<FlushRequest>();
+        let db = Arc::clone(&self.db);
+        let thread = std::thread::Builder::new()
+            .name("keel-flush".into())
+            .spawn(move || {
+                for done in requests {
+                    let _ = done.send(flush_all(&db));
+                }
+            })
+            .map_err(|e| BackendError(format!("starting the flush thread: {e}")))?;
+        self.flusher = Some((flush_requests, thread));
+        Ok(())
+    }
+
     /// Reads the store's size from RocksDB again.
     fn remeasure(&mut self) {
         let property =
@@ -77,13 +103,6 @@ impl RocksBackend {
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
         column_family(&self.db, table)
-    }
-
-    /// Waits for the thread of the last `start_sync`, if any.
-    fn join_flusher(&mut self) {
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
     }
 }
 
@@ -101,7 +120,11 @@ fn flush_all(db: &DB) -> Result<()> {
 
 impl Drop for RocksBackend {
     fn drop(&mut self) {
-        self.join_flusher();
+        if let Some((requests, thread)) = self.flusher.take() {
+            // Closing the queue ends the thread once it has done the flushes asked for.
+            drop(requests);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -162,23 +185,13 @@ impl Backend for RocksBackend {
     }
 
     fn start_sync(&mut self) -> PendingSync {
-        // The previous flush finished long ago in practice (a caller waits for it before
-        // starting another); joining keeps at most one flusher thread.
-        self.join_flusher();
+        let Some((requests, _)) = &self.flusher else {
+            return Box::pin(std::future::ready(self.sync()));
+        };
         let (done, flushed) = oneshot::channel();
-        let db = Arc::clone(&self.db);
-        let spawned = std::thread::Builder::new().name("keel-flush".into()).spawn(move || {
-            let _ = done.send(flush_all(&db));
-        });
-        match spawned {
-            Ok(flusher) => {
-                self.flusher = Some(flusher);
-                Box::pin(async move {
-                    flushed.await.unwrap_or_else(|_| Err(BackendError("the flush thread stopped".into())))
-                })
-            }
-            Err(e) => Box::pin(std::future::ready(Err(BackendError(format!("starting the flush thread: {e}"))))),
-        }
+        // A thread that stopped drops `done`, which the future reports.
+        let _ = requests.send(done);
+        Box::pin(async move { flushed.await.unwrap_or_else(|_| Err(BackendError("the flush thread stopped".into()))) })
     }
 
     fn size_bytes(&self) -> u64 {
@@ -245,6 +258,7 @@ mod tests {
     fn a_started_sync_flushes_what_was_written_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut rocks = RocksBackend::open(dir.path()).unwrap();
+        rocks.start_flush_thread().unwrap();
         for key in [b"a", b"b", b"c"] {
             put(&mut rocks, key);
         }
@@ -260,6 +274,7 @@ mod tests {
     fn a_backend_dropped_during_a_sync_can_be_opened_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut rocks = RocksBackend::open(dir.path()).unwrap();
+        rocks.start_flush_thread().unwrap();
         put(&mut rocks, b"a");
         let synced = rocks.start_sync();
         drop(synced);

@@ -87,7 +87,7 @@ struct Flags {
     /// Interval of watch progress notifications (e.g. 10m, 30s, 500ms).
     #[arg(long, default_value = "10m", value_parser = parse_duration_ms)]
     experimental_watch_progress_notify_interval: u64,
-    /// Pin the node's executor to this CPU.
+    /// Pin the node's executor to this CPU (its helper threads then run on the other CPUs).
     #[arg(long)]
     cpu: Option<usize>,
 }

@@ -25,6 +25,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use keel_storage::rocks::RocksBackend;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -86,7 +88,7 @@ pub struct ServerConfig {
     pub quota_bytes: u64,
     /// History auto-compaction keeps (None: no auto-compaction).
     pub auto_compaction: Option<Retention>,
-    /// Core to pin the executor to.
+    /// Core to pin the executor to (its helper threads keep off it).
     pub cpu: Option<usize>,
     /// Set (by a signal handler) to stop the member cleanly.
     pub stop: Arc<AtomicBool>,
@@ -98,8 +100,9 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
     };
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(|e| format!("reading the CPU affinity: {e}"))?;
     let executor = LocalExecutorBuilder::new(placement).name("keel");
-    let handle = executor.spawn(move || serve(config)).map_err(|e| format!("starting the executor: {e}"))?;
+    let handle = executor.spawn(move || serve(config, allowed)).map_err(|e| format!("starting the executor: {e}"))?;
     handle.join().map_err(|_| "the executor panicked".to_string())?
 }
 
@@ -133,12 +136,47 @@ async fn serve_client(stream: glommio::net::TcpStream, context: Rc<grpc::Shared>
     }
 }
 
-async fn serve(config: ServerConfig) -> Result<(), String> {
+/// Runs `start`, which starts threads, with the calling thread (the executor's) allowed on the
+/// cores in `allowed` but `executor_cpu`, so that the threads started inherit that set and
+/// leave the executor its core to itself; then pins the calling thread to its core again.
+/// Without a pinned core, or with no other core allowed, they run where the caller may.
+fn start_off_core<T>(allowed: CpuSet, executor_cpu: Option<usize>, start: impl FnOnce() -> T) -> Result<T, String> {
+    let Some(cpu) = executor_cpu else { return Ok(start()) };
+    let mut helpers = allowed;
+    helpers.unset(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
+    if !(0..CpuSet::count()).any(|core| helpers.is_set(core).unwrap_or(false)) {
+        return Ok(start());
+    }
+    let this_thread = Pid::from_raw(0);
+    let pinned = sched_getaffinity(this_thread).map_err(|e| format!("reading the CPU affinity: {e}"))?;
+    sched_setaffinity(this_thread, &helpers).map_err(|e| format!("setting the CPU affinity: {e}"))?;
+    let started = start();
+    sched_setaffinity(this_thread, &pinned).map_err(|e| format!("setting the CPU affinity: {e}"))?;
+    Ok(started)
+}
+
+/// Opens the WAL and the store, whose threads (the WAL's sync thread, RocksDB's pools, the
+/// flush thread) `start_off_core` keeps off the executor's core.
+fn open_storage(
+    member_dir: &std::path::Path,
+    metrics: &Metrics,
+    allowed: CpuSet,
+    executor_cpu: Option<usize>,
+) -> Result<(disk::FsDisk, RocksBackend), String> {
+    start_off_core(allowed, executor_cpu, || {
+        let disk = disk::FsDisk::open(&member_dir.join("wal"), metrics.wal_fsync_seconds.clone())
+            .map_err(|e| format!("opening the WAL: {e}"))?;
+        let mut backend = RocksBackend::open(&member_dir.join("db")).map_err(|e| format!("opening the store: {e}"))?;
+        backend.start_flush_thread().map_err(|e| format!("opening the store: {e}"))?;
+        Ok((disk, backend))
+    })?
+}
+
+/// Serves the member on the executor's thread; `allowed` are the cores the process may use.
+async fn serve(config: ServerConfig, allowed: CpuSet) -> Result<(), String> {
     let member_dir = config.data_dir.join("member");
     let metrics = Rc::new(Metrics::default());
-    let disk = disk::FsDisk::open(&member_dir.join("wal"), metrics.wal_fsync_seconds.clone())
-        .map_err(|e| format!("opening the WAL: {e}"))?;
-    let backend = RocksBackend::open(&member_dir.join("db")).map_err(|e| format!("opening the store: {e}"))?;
+    let (disk, backend) = open_storage(&member_dir, &metrics, allowed, config.cpu)?;
     let voters = if config.join_existing { Vec::new() } else { config.initial_cluster.iter().map(|m| m.id).collect() };
     let sole_voter = voters == [config.member_id];
     let mut node_config = NodeConfig::new(config.member_id, voters);
@@ -225,4 +263,36 @@ async fn serve(config: ServerConfig) -> Result<(), String> {
     };
     let duties = actor::Duties { compactor, attributes, ready: ready_tx };
     actor::run(node, transport, duties, handle, inputs, clock).await.map_err(|e| format!("node stopped: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_started_off_core_leave_the_executor_its_core() {
+        let this_thread = Pid::from_raw(0);
+        let allowed = sched_getaffinity(this_thread).unwrap();
+        let cores: Vec<usize> = (0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap()).collect();
+        let executor_cpu = cores[0];
+        // A thread of its own stands in for the executor, so the harness's stays as it was.
+        std::thread::spawn(move || {
+            let mut pinned = CpuSet::new();
+            pinned.set(executor_cpu).unwrap();
+            sched_setaffinity(this_thread, &pinned).unwrap();
+            let helper = start_off_core(allowed, Some(executor_cpu), || {
+                std::thread::spawn(move || sched_getaffinity(this_thread).unwrap()).join().unwrap()
+            })
+            .unwrap();
+            assert_eq!(sched_getaffinity(this_thread).unwrap(), pinned, "the executor is pinned again");
+            if cores.len() > 1 {
+                assert!(!helper.is_set(executor_cpu).unwrap(), "the helper keeps off the executor's core");
+                assert!(cores[1..].iter().all(|&c| helper.is_set(c).unwrap()), "and may use every other core");
+            } else {
+                assert_eq!(helper, allowed, "with one core, the helper shares it");
+            }
+        })
+        .join()
+        .unwrap();
+    }
 }
