@@ -217,9 +217,9 @@ impl Backend for SimBackend {
                     Ok(())
                 })
             }
-            // In place: a flush on a thread of its own would finish at a real time the
-            // simulator does not control, and the run would no longer replay.
-            SimBackend::Rocks(r) => Box::pin(std::future::ready(r.sync())),
+            // In place: the simulation starts no flush thread (a flush on a thread would finish
+            // at a real time the simulator does not control, and the run would not replay).
+            SimBackend::Rocks(r) => r.start_sync(),
         }
     }
 
