@@ -478,10 +478,13 @@ fn render(
         }
         let put1 = etcd[0].reports.iter().position(|r| r.workload == "put" && r.clients == 1);
         if let Some(case) = put1 {
+            let of_floor =
+                |runs: &[&Measured]| Medians::of(runs, case).map(|m| ratio(m.p50 as f64, floor.latency_us.p50 as f64));
             let _ = writeln!(
                 md,
-                "\nKeel's 1-client put p50 is {:.2}× the fdatasync floor.",
-                ratio(Medians::of(&keel, case)?.p50 as f64, floor.latency_us.p50 as f64)
+                "\nKeel's 1-client put p50 is {:.2}× the fdatasync floor (etcd's: {:.2}×).",
+                of_floor(&keel)?,
+                of_floor(&etcd)?
             );
         }
         let _ = writeln!(md);
@@ -584,6 +587,7 @@ mod tests {
         ] {
             assert!(markdown.contains(row), "no row {row} in\n{markdown}");
         }
+        assert!(markdown.contains("the fdatasync floor (etcd's: "), "{markdown}");
         assert!(markdown.contains("| resident memory |"), "{markdown}");
         assert!(markdown.contains("2 round(s)"), "{markdown}");
         let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(args.json.unwrap()).unwrap()).unwrap();
