@@ -137,6 +137,13 @@ fn sigterm_stops_cleanly() {
 }
 
 #[test]
+fn member_runs_without_transparent_huge_pages() {
+    let member = start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", member.keel.pid())).expect("the member's status");
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
+}
+
+#[test]
 fn acknowledged_writes_survive_kill_9() {
     let mut member = start();
     let keel = &mut member.keel;
