@@ -17,6 +17,17 @@
 //! Invariant: every byte in is either passed out in order or held until the frame it belongs
 //! to is complete; header blocks (HEADERS plus CONTINUATION frames) come out as one block
 //! split at the default maximum frame size.
+//!
+//! Limits, so that no client can make the fix hold or build more than a few header lists'
+//! worth of memory: a frame is at most the maximum frame size the server advertises, a
+//! header block at most [`MAX_HEADER_LIST_BYTES`] as sent (anything larger is refused and
+//! the connection closed), and the dynamic table at most the size the server advertises.
+//! HPACK lets a small block name a table entry again and again, so a block's decoded size is
+//! bounded only by this count: once a block's header list passes [`MAX_HEADER_LIST_BYTES`],
+//! the rest of it is decoded (to keep the HPACK state) but not written out again. The block
+//! that goes to the server then still lists more than that many bytes, so the server, which
+//! is configured with the same bound, refuses that one request and goes on serving the
+//! connection.
 
 use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
@@ -30,10 +41,17 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// SETTINGS_MAX_FRAME_SIZE's initial value, which every server accepts.
+/// SETTINGS_MAX_FRAME_SIZE's initial value, which the server keeps: a larger frame is a
+/// connection error.
 const MAX_FRAME: usize = 16_384;
-/// A header block larger than this is refused (the server would refuse it too).
-const MAX_BLOCK: usize = 1 << 20;
+/// SETTINGS_HEADER_TABLE_SIZE's initial value, which the server keeps: the most a client's
+/// dynamic table may hold.
+const HEADER_TABLE_BYTES: usize = 4_096;
+/// The largest header list a request may carry, counted as HTTP/2 counts it (each field's
+/// name and value plus 32 bytes); the server must be configured with the same bound
+/// (SETTINGS_MAX_HEADER_LIST_SIZE). etcd's clients send well under 1 KiB (a token, a user
+/// agent, a timeout); grpc-go allows 16 MiB, which would let each connection hold that much.
+pub const MAX_HEADER_LIST_BYTES: usize = 64 * 1024;
 
 /// Why the byte stream cannot be repaired; the connection must be closed.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +96,9 @@ pub struct AuthorityFix {
 
 impl Default for AuthorityFix {
     fn default() -> Self {
-        AuthorityFix {
-            preface_seen: 0,
-            pending: Vec::new(),
-            block: None,
-            decoder: Decoder::new(),
-            mode: Mode::Undecided,
-        }
+        let mut decoder = Decoder::new();
+        decoder.set_max_allowed_table_size(HEADER_TABLE_BYTES);
+        AuthorityFix { preface_seen: 0, pending: Vec::new(), block: None, decoder, mode: Mode::Undecided }
     }
 }
 
@@ -135,6 +149,9 @@ impl AuthorityFix {
         while self.mode != Mode::PassThrough && self.pending.len() - at >= FRAME_HEADER {
             let header = &self.pending[at..at + FRAME_HEADER];
             let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            if len > MAX_FRAME {
+                return Err(AuthorityFixError::Frame("frame larger than the maximum frame size"));
+            }
             if self.pending.len() - at < FRAME_HEADER + len {
                 break;
             }
@@ -149,8 +166,8 @@ impl AuthorityFix {
                         Some(OpenBlock { stream, end_stream: flags & END_STREAM != 0, fragment: fragment.to_vec() });
                 }
                 (CONTINUATION, Some(block)) if block.stream == stream => {
-                    if block.fragment.len() + payload.len() > MAX_BLOCK {
-                        return Err(AuthorityFixError::Frame("header block too large"));
+                    if block.fragment.len() + payload.len() > MAX_HEADER_LIST_BYTES {
+                        return Err(AuthorityFixError::Frame("header block larger than the header list limit"));
                     }
                     block.fragment.extend_from_slice(payload);
                 }
@@ -172,11 +189,16 @@ impl AuthorityFix {
     }
 
     /// Decodes a complete header block and writes it out: unchanged if the connection passes
-    /// through, re-encoded otherwise.
+    /// through, re-encoded otherwise (cut short once its header list is over the limit).
     fn emit(&mut self, block: &OpenBlock, out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
         let mut encoded = Vec::with_capacity(block.fragment.len() + 32);
         let mut repairs = false;
+        let mut list_bytes = 0usize;
         self.decoder.decode_with_cb(&block.fragment, |name, value| {
+            if list_bytes > MAX_HEADER_LIST_BYTES {
+                return; // already too large to serve: decoded only to keep the HPACK state
+            }
+            list_bytes += name.len() + value.len() + 32;
             let fixed: &[u8] = if &*name == b":authority" { repaired(&value) } else { &value };
             repairs |= fixed.len() != value.len();
             // Literal header field without indexing, new name (RFC 7541 §6.2.2).
@@ -184,8 +206,14 @@ impl AuthorityFix {
             put_string(&mut encoded, &name);
             put_string(&mut encoded, fixed);
         })?;
+        let too_large = list_bytes > MAX_HEADER_LIST_BYTES;
+        // The fields written out list at most one field more than the limit (a table entry,
+        // or a literal of the block, which Huffman coding shrinks to no less than 5/8): over
+        // it, so the server refuses the request, and bounded.
+        debug_assert!(encoded.len() <= 3 * MAX_HEADER_LIST_BYTES + HEADER_TABLE_BYTES);
         if self.mode == Mode::Undecided {
-            self.mode = if repairs { Mode::Rewrite } else { Mode::PassThrough };
+            // A block cut short leaves the server's HPACK state behind the client's for good.
+            self.mode = if repairs || too_large { Mode::Rewrite } else { Mode::PassThrough };
         }
         let payload = if self.mode == Mode::PassThrough { &block.fragment } else { &encoded };
         let mut chunks = payload.chunks(MAX_FRAME).peekable();
@@ -320,6 +348,96 @@ mod tests {
             assert!(fix.passes_through());
         }
         assert_eq!(out, input);
+    }
+
+    /// A HEADERS block of `fragment`, split over CONTINUATION frames of at most `MAX_FRAME`.
+    fn header_block(out: &mut Vec<u8>, fragment: &[u8], stream: u32) {
+        let mut chunks = fragment.chunks(MAX_FRAME).peekable();
+        let mut kind = HEADERS;
+        while let Some(chunk) = chunks.next() {
+            let flags = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+            put_frame_header(out, chunk.len(), kind, flags, stream);
+            out.extend_from_slice(chunk);
+            kind = CONTINUATION;
+        }
+    }
+
+    /// The header list size of `headers`, as HTTP/2 counts it.
+    fn list_bytes(headers: &Headers) -> usize {
+        headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum()
+    }
+
+    #[test]
+    fn a_header_list_over_the_limit_goes_out_cut_short_and_later_requests_still_decode() {
+        // One 4000-byte field entered in the dynamic table, then named 5000 times by one byte
+        // each: 9 KB on the wire, 20 MB decoded.
+        let mut bomb = vec![0x40];
+        put_string(&mut bomb, b"x-big");
+        put_string(&mut bomb, &[b'a'; 4000]);
+        bomb.extend(std::iter::repeat_n(0x80 | 62, 5000));
+        let mut input = PREFACE.to_vec();
+        header_block(&mut input, &bomb, 1);
+        // The next request names the same table entry once, as its client's HPACK state allows.
+        let mut next = vec![0];
+        put_string(&mut next, b":path");
+        put_string(&mut next, b"/etcdserverpb.KV/Range");
+        next.push(0x80 | 62);
+        headers_frame(&mut input, &next, END_HEADERS, 3);
+
+        let mut fix = AuthorityFix::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(1000) {
+            fix.push(chunk, &mut out).expect("a large list is the server's to refuse, not a broken stream");
+        }
+        assert!(out.len() < 3 * MAX_HEADER_LIST_BYTES, "bounded output: {} bytes", out.len());
+        // Decoded as the server decodes them, with a fresh HPACK state.
+        let mut decoder = Decoder::new();
+        let mut stream = &out[PREFACE.len()..];
+        let mut lists = Vec::new();
+        let mut block = Vec::new();
+        while !stream.is_empty() {
+            let len = u32::from_be_bytes([0, stream[0], stream[1], stream[2]]) as usize;
+            block.extend_from_slice(&stream[FRAME_HEADER..FRAME_HEADER + len]);
+            if stream[4] & END_HEADERS != 0 {
+                lists.push(decoder.decode(&block).expect("decodes"));
+                block.clear();
+            }
+            stream = &stream[FRAME_HEADER + len..];
+        }
+        assert_eq!(lists.len(), 2);
+        assert!(list_bytes(&lists[0]) > MAX_HEADER_LIST_BYTES, "still over the limit, so the server refuses it");
+        assert_eq!(
+            lists[1],
+            vec![(b":path".to_vec(), b"/etcdserverpb.KV/Range".to_vec()), (b"x-big".to_vec(), vec![b'a'; 4000])]
+        );
+    }
+
+    #[test]
+    fn oversized_frames_blocks_and_tables_are_refused() {
+        let refused = |input: &[u8]| {
+            let mut stream = PREFACE.to_vec();
+            stream.extend_from_slice(input);
+            let result = AuthorityFix::default().push(&stream, &mut Vec::new());
+            matches!(result, Err(AuthorityFixError::Frame(_) | AuthorityFixError::Hpack(_)))
+        };
+        let mut frame = Vec::new();
+        put_frame_header(&mut frame, MAX_FRAME + 1, 0x0, 0, 1);
+        assert!(refused(&frame), "a frame over the maximum frame size");
+        let mut block = Vec::new();
+        for i in 0..MAX_HEADER_LIST_BYTES / 1000 + 1 {
+            block.push(0);
+            put_string(&mut block, format!("x-{i}").as_bytes());
+            put_string(&mut block, &[b'v'; 1000]);
+        }
+        let mut blocks = Vec::new();
+        header_block(&mut blocks, &block, 1);
+        assert!(refused(&blocks), "a header block over the limit as sent");
+        // A dynamic table size update beyond the advertised table size (RFC 7541 §4.2).
+        let mut resize = Vec::new();
+        encode_integer_into(HEADER_TABLE_BYTES + 1, 5, 0x20, &mut resize).unwrap();
+        let mut frame = Vec::new();
+        headers_frame(&mut frame, &resize, END_HEADERS, 1);
+        assert!(refused(&frame), "a table larger than the server allows");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use nix::unistd::Pid;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use keel_api::authority::MAX_HEADER_LIST_BYTES;
 use keel_net::tcp::TcpTransport;
 use keel_net::{Frame, Hello};
 
@@ -119,8 +120,13 @@ async fn serve_client(stream: glommio::net::TcpStream, context: Rc<grpc::Shared>
         Ok((io, true)) => {
             let service = service_fn(move |request| grpc::handle(request, context.clone()));
             // No `date` header: gRPC clients ignore it (etcd's server sends none), and hyper
-            // would read the clock and encode one for every response.
-            http2::Builder::new(io::LocalExecutor).auto_date_header(false).serve_connection(io, service).await
+            // would read the clock and encode one for every response. The header list bound
+            // is the one the `:authority` fix in front of hyper enforces.
+            http2::Builder::new(io::LocalExecutor)
+                .auto_date_header(false)
+                .max_header_list_size(MAX_HEADER_LIST_BYTES as u32)
+                .serve_connection(io, service)
+                .await
         }
         Ok((io, false)) => {
             let service = service_fn(move |request| http::handle(request, context.clone()));
