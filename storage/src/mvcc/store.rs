@@ -256,8 +256,13 @@ impl<B: Backend> KvStore<B> {
             // Results come in key order; other targets sort ascending by default.
             sort_order = SortOrder::Ascend;
         }
-        // Without sorting or filtering, only limit + 1 keys are needed (the +1 sets `more`).
-        let fetch = if req.limit > 0 && !sorted && !filtered { (req.limit + 1) as usize } else { usize::MAX };
+        // Without sorting or filtering, only limit + 1 keys are needed (the +1 sets `more`);
+        // a limit of zero or less is no limit, and one too large to add to is all of them.
+        let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
+        let fetch = match limit {
+            Some(limit) if !sorted && !filtered => limit.saturating_add(1),
+            _ => usize::MAX,
+        };
         let mut kvs = Vec::new();
         for (_, at) in found.iter().take(fetch) {
             let kv = self.read_kv(at.modified)?;
@@ -269,8 +274,8 @@ impl<B: Backend> KvStore<B> {
             sort_kvs(&mut kvs, sort_target, sort_order);
         }
         let mut more = false;
-        if req.limit > 0 && kvs.len() > req.limit as usize {
-            kvs.truncate(req.limit as usize);
+        if let Some(limit) = limit.filter(|&l| kvs.len() > l) {
+            kvs.truncate(limit);
             more = true;
         }
         if req.keys_only {

@@ -108,6 +108,38 @@ fn range_limit_sort_count_and_filters() {
 }
 
 #[test]
+fn extreme_range_numbers_are_answered_as_etcd_answers_them() {
+    let mut f = Fixture::new();
+    for k in ["a", "b", "c"] {
+        f.put(k, "v");
+    }
+    let keys = |req: &RangeRequest| {
+        let resp = f.store.range(req).unwrap();
+        (resp.kvs.len(), resp.more, resp.count)
+    };
+    for limit in [i64::MAX, i64::MIN, -1, 0, 3] {
+        let req = RangeRequest { limit, ..range("a", "\0") };
+        assert_eq!(keys(&req), (3, false, 3), "limit {limit}: no limit, or one the keys fit in");
+        let sorted = RangeRequest { sort_order: SortOrder::Descend as i32, ..req };
+        assert_eq!(keys(&sorted), (3, false, 3), "sorted, limit {limit}");
+    }
+    assert_eq!(keys(&RangeRequest { limit: 2, ..range("a", "\0") }), (2, true, 3));
+    for revision in [i64::MIN, -1, 0] {
+        assert_eq!(keys(&RangeRequest { revision, ..range("a", "\0") }), (3, false, 3), "revision {revision}");
+    }
+    assert!(matches!(
+        f.store.range(&RangeRequest { revision: i64::MAX, ..range("a", "\0") }),
+        Err(MvccError::FutureRev)
+    ));
+    for (min_mod_revision, max_create_revision, expected) in
+        [(i64::MAX, 0, 0), (i64::MIN, 0, 3), (0, i64::MAX, 3), (0, i64::MIN, 0)]
+    {
+        let filtered = RangeRequest { min_mod_revision, max_create_revision, limit: i64::MAX, ..range("a", "\0") };
+        assert_eq!(keys(&filtered).0, expected, "filters {min_mod_revision} {max_create_revision}");
+    }
+}
+
+#[test]
 fn put_options() {
     let mut f = Fixture::new();
     let ignore = PutRequest { key: b"k".to_vec(), ignore_value: true, ..Default::default() };
