@@ -373,6 +373,17 @@ impl<D: Disk, B: Backend> Node<D, B> {
     pub async fn open(config: NodeConfig, disk: D, backend: B, mut rng: ChaCha8Rng) -> Result<Node<D, B>, NodeError> {
         let (mut wal, recovered) = Wal::open(disk, config.wal_segment_bytes)?;
         let mut kv = KvStore::open(backend)?;
+        // Entries are applied only once durable in the log, so a store ahead of the log means
+        // records the log had synced are gone: starting would reuse their indexes.
+        let log_end = recovered.entries.last().map_or(recovered.snapshot.index, |e| e.index);
+        if kv.applied_index() > log_end && !config.plants.has(Plant::StartOnLostLog) {
+            return Err(NodeError::Corrupt(format!(
+                "the store has applied the log up to index {}, but the WAL ends at index {log_end}: records it had \
+                 synced are missing from the end of {}",
+                kv.applied_index(),
+                wal.segment()
+            )));
+        }
         let mut log = MemStorage::default();
         let fresh = recovered.snapshot.index == 0 && recovered.entries.is_empty() && recovered.hard_state.is_empty();
         if fresh && !config.initial_voters.is_empty() {

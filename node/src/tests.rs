@@ -191,6 +191,38 @@ fn restart_recovers_without_applying_twice() {
     assert_eq!(again.put("c", "3", 0).revision, revision + 1);
 }
 
+#[test]
+fn a_log_that_lost_records_the_store_applied_is_refused() {
+    let mut m = Member::open(MemDisk::default(), MemBackend::new());
+    for key in ["a", "b", "c"] {
+        m.put(key, "v", 0);
+    }
+    let applied = m.node.status().applied;
+    let disk = m.node.wal().disk().clone();
+    let backend = m.node.store().backend().clone();
+    let segment = m.node.wal().segment().to_string();
+    let record = keel_storage::wal::entry_record(&disk.files[&segment].data, applied).expect("the last entry");
+    let open = |disk: MemDisk| {
+        let config = NodeConfig::new(1, vec![1]);
+        ready(Node::open(config, disk, backend.clone(), ChaCha8Rng::seed_from_u64(1))).err().expect("refused")
+    };
+    // The tail cut at a record boundary: the log reads cleanly, the store knows better.
+    let mut cut = disk.clone();
+    let file = cut.files.get_mut(&segment).unwrap();
+    file.data.truncate(record.start);
+    file.size = record.start;
+    let error = open(cut).to_string();
+    assert!(error.contains(&format!("applied the log up to index {applied}")) && error.contains(&segment), "{error}");
+    // The log gone altogether.
+    assert!(open(MemDisk::default()).to_string().contains("WAL ends at index 0"));
+    // Cut inside the record: the log itself is damaged.
+    let mut torn = disk.clone();
+    let file = torn.files.get_mut(&segment).unwrap();
+    file.data.truncate(record.start + 5);
+    file.size = record.start + 5;
+    assert!(matches!(open(torn), crate::NodeError::Wal(keel_storage::wal::WalError::Corrupt { .. })));
+}
+
 /// A disk in memory whose syncs complete, in order, only as the test releases them (what a
 /// crash would keep is not modelled here).
 #[derive(Clone, Default)]

@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{err, etcdctl, ok, wait_until, Keel};
 
@@ -123,16 +123,7 @@ fn sigterm_stops_cleanly() {
     let mut member = start();
     let keel = &mut member.keel;
     ok(&keel.endpoint, &["put", "kept", "1"]);
-    let pid = keel.pid().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = keel.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "keel did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = keel.terminate();
     assert!(status.success(), "keel exited with {status}");
 }
 

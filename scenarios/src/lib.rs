@@ -67,8 +67,12 @@ pub fn catalogue() -> Vec<Scenario> {
             ..base("membership-change", "a learner joins, is promoted, and an original member leaves, under faults")
         },
         Scenario {
-            faults: &[Fault::DiskError, Fault::Crash],
-            ..base("disk-errors", "disks that start failing: the node must stop, then recover when repaired")
+            faults: &[Fault::DiskError, Fault::Crash, Fault::CutTail],
+            ..base(
+                "disk-errors",
+                "failing disks and logs cut short after a clean stop: the node must stop or refuse to start, \
+                 then recover when repaired",
+            )
         },
         Scenario {
             servers: 5,

@@ -2,10 +2,12 @@
 //! store's `Backend` seam.
 //!
 //! Both live outside the simulated node (behind `Arc<Mutex<..>>`), so they survive a kill,
-//! as files do. A process crash keeps everything written (the OS still has it); a power cut
-//! keeps only what was synced, plus, for each file, a random prefix of the unsynced tail (a
-//! torn last write). An injected I/O error fails every later disk call, and the node must
-//! stop rather than continue.
+//! as files do. A process crash keeps everything written (the OS still has it). A power cut
+//! keeps what was synced; of each file's unsynced bytes, each 512-byte sector (at the file's
+//! sector boundaries) survives or reads back as zeros on its own, as a disk writes sectors
+//! in any order (a torn last write); and a size change not yet synced (room reserved, a file
+//! grown) may or may not survive, cutting off what lies past the size that did. An injected
+//! I/O error fails every later disk call, and the node must stop rather than continue.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,11 +20,19 @@ use keel_storage::wal::Disk;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+/// The unit a power cut tears writes at.
+const SECTOR: usize = 512;
+
+/// One simulated file.
 #[derive(Debug, Default, Clone)]
-struct SimFile {
+pub struct SimFile {
     /// Bytes a power cut cannot take away.
     synced: usize,
     data: Vec<u8>,
+    /// The file's size: at least the data's, more where room was reserved (read as zeros).
+    size: usize,
+    /// The size a power cut cannot take away.
+    synced_size: usize,
 }
 
 #[derive(Debug, Default)]
@@ -62,18 +72,49 @@ impl SimDisk {
         self.state().failed = false;
     }
 
-    /// A power cut: unsynced bytes are lost except a random prefix (a torn write). Returns
-    /// the bytes lost.
+    /// A power cut: of the unsynced bytes, each sector survives or is zeros, and an unsynced
+    /// size change survives or not. Returns the unsynced bytes lost.
     pub fn power_cut(&self, rng: &mut ChaCha8Rng) -> usize {
         let mut lost = 0;
         for file in self.state().files.values_mut() {
-            let unsynced = file.data.len() - file.synced;
-            let keep = if unsynced > 0 && rng.gen_bool(0.5) { rng.gen_range(0..=unsynced) } else { 0 };
-            lost += unsynced - keep;
-            file.data.truncate(file.synced + keep);
+            let mut start = file.synced;
+            while start < file.data.len() {
+                let end = ((start / SECTOR + 1) * SECTOR).min(file.data.len());
+                if rng.gen_bool(0.5) {
+                    lost += end - start;
+                    file.data[start..end].fill(0);
+                }
+                start = end;
+            }
+            if rng.gen_bool(0.5) {
+                file.size = file.synced_size.max(file.synced);
+            }
+            if file.data.len() > file.size {
+                lost += file.data[file.size..].iter().filter(|&&b| b != 0).count();
+                file.data.truncate(file.size);
+            }
             file.synced = file.data.len();
+            file.synced_size = file.size;
         }
         lost
+    }
+
+    /// Cuts file `name` short at `len` bytes, as damage after a clean stop would (synced
+    /// bytes lost); returns the file as it was, for [`SimDisk::restore`].
+    pub fn cut(&self, name: &str, len: usize) -> Option<SimFile> {
+        let mut state = self.state();
+        let file = state.files.get_mut(name)?;
+        let before = file.clone();
+        file.data.truncate(len);
+        file.size = len;
+        file.synced = file.synced.min(len);
+        file.synced_size = len;
+        Some(before)
+    }
+
+    /// Puts a file back as it was (the operator restored it from a backup).
+    pub fn restore(&self, name: &str, file: SimFile) {
+        self.state().files.insert(name.to_string(), file);
     }
 }
 
@@ -91,7 +132,10 @@ impl Disk for SimDisk {
         if state.failed {
             return Err(injected());
         }
-        state.files.get(name).map(|f| f.data.clone()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        let file = state.files.get(name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut bytes = file.data.clone();
+        bytes.resize(file.size.max(file.data.len()), 0);
+        Ok(bytes)
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
@@ -99,7 +143,9 @@ impl Disk for SimDisk {
         if state.failed {
             return Err(injected());
         }
-        state.files.entry(name.to_string()).or_default().data.extend_from_slice(data);
+        let file = state.files.entry(name.to_string()).or_default();
+        file.data.extend_from_slice(data);
+        file.size = file.size.max(file.data.len());
         Ok(())
     }
 
@@ -111,6 +157,18 @@ impl Disk for SimDisk {
         let file = state.files.get_mut(name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         file.data.truncate(len as usize);
         file.synced = file.synced.min(file.data.len());
+        file.size = len as usize;
+        file.synced_size = file.synced_size.min(file.size);
+        Ok(())
+    }
+
+    fn reserve(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let mut state = self.state();
+        if state.failed {
+            return Err(injected());
+        }
+        let file = state.files.entry(name.to_string()).or_default();
+        file.size = file.size.max(len as usize);
         Ok(())
     }
 
@@ -132,7 +190,7 @@ impl Disk for SimDisk {
             let alone = madsim::time::Instant::now() + state.sync_latency;
             let done_at = state.last_sync_done.map_or(alone, |last| last.max(alone));
             state.last_sync_done = Some(done_at);
-            (done_at, state.files.get(&name).map_or(0, |f| f.data.len()))
+            (done_at, state.files.get(&name).map_or((0, 0), |f| (f.data.len(), f.size)))
         };
         async move {
             madsim::time::sleep_until(done_at).await;
@@ -141,8 +199,10 @@ impl Disk for SimDisk {
                 return Err(injected());
             }
             if let Some(file) = state.files.get_mut(&name) {
-                // What was appended before the sync began (a truncation since may have cut it).
-                file.synced = file.synced.max(upto.min(file.data.len()));
+                // What was appended and reserved before the sync began (a truncation since may
+                // have cut it).
+                file.synced = file.synced.max(upto.0.min(file.data.len()));
+                file.synced_size = file.synced_size.max(upto.1.min(file.size));
             }
             Ok(())
         }
@@ -244,14 +304,17 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn power_cut_keeps_synced_bytes_and_tears_the_rest() {
+    fn power_cut_keeps_synced_bytes_and_tears_the_rest_by_sector() {
         madsim::runtime::Runtime::new().block_on(async {
             let mut disk = SimDisk::new(Duration::ZERO);
+            disk.reserve("f", 4096).unwrap();
             disk.append("f", b"synced").unwrap();
             disk.sync("f").await.unwrap();
-            disk.append("f", b"-unsynced-tail").unwrap();
+            let tail: Vec<u8> = (0..2000).map(|i| (i % 250 + 1) as u8).collect();
+            disk.append("f", &tail).unwrap();
+            disk.reserve("f", 8192).unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(3);
-            let mut torn = false;
+            let (mut torn, mut sizes) = (false, std::collections::BTreeSet::new());
             for _ in 0..20 {
                 let copy = SimDisk(Arc::new(Mutex::new(DiskState {
                     files: disk.state().files.clone(),
@@ -259,12 +322,33 @@ mod tests {
                 })));
                 copy.power_cut(&mut rng);
                 let data = copy.read("f").unwrap();
-                assert!(data.starts_with(b"synced") && b"synced-unsynced-tail".starts_with(&data));
-                torn |= data.len() > 6 && data.len() < 20;
+                sizes.insert(data.len());
+                assert!(data.starts_with(b"synced"));
+                // Each sector of the tail is the write or zeros, nothing in between.
+                let written = [b"synced".to_vec(), tail.clone()].concat();
+                for (sector, chunk) in written.chunks(SECTOR).enumerate() {
+                    let got = &data[sector * SECTOR..sector * SECTOR + chunk.len()];
+                    let zeros = got.iter().skip(if sector == 0 { 6 } else { 0 }).all(|&b| b == 0);
+                    assert!(got == chunk || zeros, "sector {sector}");
+                    torn |= got != chunk && sector > 0;
+                }
             }
             assert!(torn, "some power cut tears the last write");
+            assert_eq!(sizes, [4096, 8192].into(), "an unsynced reservation may be lost");
             disk.fail();
             assert!(disk.append("f", b"x").is_err());
         });
+    }
+
+    #[test]
+    fn a_cut_file_is_shorter_until_restored() {
+        let mut disk = SimDisk::new(Duration::ZERO);
+        disk.reserve("f", 100).unwrap();
+        disk.append("f", b"0123456789").unwrap();
+        let before = disk.cut("f", 4).expect("the file exists");
+        assert_eq!(disk.read("f").unwrap(), b"0123");
+        disk.restore("f", before);
+        assert_eq!(disk.read("f").unwrap().len(), 100);
+        assert!(disk.read("f").unwrap().starts_with(b"0123456789"));
     }
 }

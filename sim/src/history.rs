@@ -68,6 +68,8 @@ pub struct Recorder {
     pub faults: Vec<String>,
     /// Liveness failures.
     pub liveness: Vec<String>,
+    /// Members that started serving on damaged durable state instead of refusing to.
+    pub damage: Vec<String>,
 }
 
 /// The recorder, shared by every simulated node and client.
@@ -87,6 +89,7 @@ impl Recorder {
             lease_acks: Vec::new(),
             faults: Vec::new(),
             liveness: Vec::new(),
+            damage: Vec::new(),
         }))
     }
 

@@ -14,7 +14,11 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use keel_storage::mvcc::KvStore;
+use keel_storage::wal::{entry_record, Disk};
+
 use crate::cluster::{CallResult, Client, NetChaos, ServerSlot, ToServer};
+use crate::disk::SimBackend;
 use crate::history::Shared;
 
 /// A kind of fault.
@@ -44,6 +48,10 @@ pub enum Fault {
     TransferLeader,
     /// Turn loss, duplication and delay of peer messages up for a while.
     Lossy,
+    /// After a clean stop, one server's log loses synced bytes, from inside the record of the
+    /// last entry its store applied to the end of that segment: it must refuse to start, and
+    /// starts again once the file is restored.
+    CutTail,
 }
 
 /// The fault injector of one run.
@@ -184,6 +192,7 @@ impl Nemesis {
                     self.transfer(leader, *to).await;
                 }
             }
+            Fault::CutTail => self.cut_tail(any).await,
             Fault::Lossy => {
                 let lossy = NetChaos { loss: 0.2, duplicate: 0.2, delay: 0.3 };
                 *self.chaos.lock().expect("chaos") = lossy;
@@ -193,6 +202,43 @@ impl Nemesis {
                 self.log("network calm".into());
             }
         }
+    }
+
+    async fn cut_tail(&mut self, victim: u64) {
+        assert!(self.mem_backend, "the store's applied index is read from the in-memory backend");
+        let handle = Handle::current();
+        handle.kill(self.nodes[&victim]);
+        self.slots[&victim].lock().expect("slot").up = false;
+        sleep(Duration::from_millis(100)).await;
+        let (disk, mem) = {
+            let slot = self.slots[&victim].lock().expect("slot");
+            (slot.disk.clone(), slot.mem.clone())
+        };
+        let applied = KvStore::open(SimBackend::Mem(mem)).expect("the store opens").applied_index();
+        let mut segments = disk.list().expect("the disk lists").into_iter().filter(|n| n.starts_with("wal-")).rev();
+        let found = segments.find_map(|name| {
+            let record = entry_record(&disk.read(&name).expect("the segment reads"), applied)?;
+            Some((name, record))
+        });
+        let Some((segment, record)) = found else {
+            self.log(format!("node {victim}'s log no longer holds entry {applied}: nothing to cut"));
+            handle.restart(self.nodes[&victim]);
+            return;
+        };
+        let len = self.rng.gen_range(record.start..record.end);
+        let whole = disk.cut(&segment, len).expect("the segment exists");
+        self.log(format!("node {victim} stopped; its log cut at byte {len} of {segment}, inside entry {applied}"));
+        handle.restart(self.nodes[&victim]);
+        sleep(Duration::from_millis(1000)).await;
+        if self.slots[&victim].lock().expect("slot").up {
+            let detail = format!("node {victim} started on a log cut inside entry {applied}, which its store applied");
+            self.recorder.lock().expect("recorder").damage.push(detail);
+        }
+        handle.kill(self.nodes[&victim]);
+        sleep(Duration::from_millis(100)).await;
+        disk.restore(&segment, whole);
+        self.log(format!("node {victim}'s log restored, restarting"));
+        handle.restart(self.nodes[&victim]);
     }
 
     async fn transfer(&mut self, leader: u64, to: u64) {

@@ -10,14 +10,22 @@
 //! the hard state and snapshot point are opaque bytes the node encodes.
 //!
 //! Segments reserve their room on disk ahead ([`Disk::reserve`]), so a segment may end in
-//! zero bytes no record was written over; a record header is never all zero.
+//! zero bytes no record was written over; a record header is never all zero. Every append
+//! lands inside room reserved before it: a write that does not fit what is left starts a new
+//! segment reserved large enough. So no crash leaves a segment shorter than its records (a
+//! file's size changes only with a reservation, never with an append), and a sector the last
+//! write did not reach reads back as zeros.
 //!
 //! Recovery invariants: records are replayed in order; an entry at index `i` replaces every
 //! entry at `>= i` (a conflicting suffix was truncated); zero bytes to the end of a segment
-//! are unused room (cut off in the newest segment, so appends continue over it); a damaged
-//! record in the newest segment followed only by zero bytes (or by nothing) is a torn write
-//! and is cut off; any other damage is corruption and recovery refuses to continue rather
-//! than start from a wrong log.
+//! are unused room (cut off in the newest segment, so appends continue over it). Only a torn
+//! last write is cut off: a damaged record that lies inside its file and covers a sector (a
+//! 512-byte-aligned piece of the file, as etcd's WAL splits it) of zeros only, which that
+//! write did not reach. The log ends there: the rest of that segment and any later segment
+//! (begun after the torn write, and synced no earlier than it) go with it. Any other damage
+//! — a record running past the end of its file, a record over the largest size, a checksum
+//! failing with every sector written, a gap — is corruption, and recovery refuses to
+//! continue rather than start from a wrong log.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -73,6 +81,9 @@ pub enum WalError {
 pub type Result<T> = std::result::Result<T, WalError>;
 
 const HEADER: usize = 9;
+/// The unit a disk writes whole: a sector of zeros inside a damaged record is one its last
+/// write never reached (etcd's WAL reasons the same way).
+const SECTOR: usize = 512;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
@@ -116,6 +127,8 @@ pub struct Wal<D: Disk> {
     segment: String,
     segment_seq: u64,
     segment_bytes: u64,
+    /// Room reserved for the current segment: no append goes past it.
+    reserved_bytes: u64,
     max_segment_bytes: u64,
     /// Index of the last entry written.
     last_index: u64,
@@ -167,9 +180,14 @@ enum Decoded<'a> {
     },
     /// Only zero bytes from here on: room reserved and never written.
     Unused,
-    /// A record that does not check out; `end` is where it claims to end (at most the end).
+    /// A record inside the file that does not check out; `end` is where it claims to end.
     Damaged {
         end: usize,
+        reason: String,
+    },
+    /// A record that cannot be the last write torn: it claims more than the largest record
+    /// or than the file holds (appends stay inside reserved room), so the log was damaged.
+    Corrupt {
         reason: String,
     },
 }
@@ -180,18 +198,47 @@ fn decode_record(buf: &[u8], at: usize) -> Decoded<'_> {
         return Decoded::Unused;
     }
     if rest.len() < HEADER {
-        return Decoded::Damaged { end: buf.len(), reason: "short header".into() };
+        return Decoded::Corrupt {
+            reason: format!("a record header runs past the end of the file ({} bytes left)", rest.len()),
+        };
     }
     let len = u32::from_be_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if len == 0 || len > MAX_RECORD || 8 + len > rest.len() {
-        return Decoded::Damaged { end: buf.len(), reason: format!("record length {len} runs past the end") };
+    if len == 0 {
+        // A header whose length never reached the disk: its other bytes say how far the
+        // record went, so only the header itself is known to be the record's.
+        return Decoded::Damaged { end: at + HEADER, reason: "zero record length".into() };
+    }
+    if len > MAX_RECORD {
+        return Decoded::Corrupt { reason: format!("record length {len} exceeds the largest record ({MAX_RECORD})") };
+    }
+    if 8 + len > rest.len() {
+        let left = rest.len() - 8;
+        return Decoded::Corrupt {
+            reason: format!("record length {len} runs past the end of the file ({left} bytes left)"),
+        };
     }
     let body = &rest[8..8 + len];
     if crc32c::crc32c(body) != crc {
         return Decoded::Damaged { end: at + 8 + len, reason: "checksum mismatch".into() };
     }
     Decoded::Record { kind: body[0], payload: &body[1..], next: at + 8 + len }
+}
+
+/// Whether the damaged record at `buf[at..end]` is a write torn by a crash: some sector of it
+/// (split at the file's 512-byte boundaries) is zeros only, never written.
+fn torn_write(buf: &[u8], at: usize, end: usize) -> bool {
+    debug_assert!(at < end && end <= buf.len());
+    let mut start = at;
+    while start < end {
+        let stop = (start / SECTOR + 1) * SECTOR;
+        let piece = &buf[start..stop.min(end)];
+        if piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = stop;
+    }
+    false
 }
 
 impl<D: Disk> Wal<D> {
@@ -201,12 +248,12 @@ impl<D: Disk> Wal<D> {
             disk.list()?.into_iter().filter_map(|n| parse_segment(&n).map(|(seq, first)| (seq, first, n))).collect();
         segments.sort();
         let mut rec = Recovered::default();
-        let count = segments.len();
         // Where the newest segment's records end: appends continue there.
         let mut newest_bytes = 0;
-        for (i, (_, _, name)) in segments.iter().enumerate() {
+        let mut kept = segments.len();
+        'segments: for (i, (_, _, name)) in segments.iter().enumerate() {
             let data = disk.read(name)?;
-            let newest = i + 1 == count;
+            let newest = i + 1 == segments.len();
             let mut at = 0;
             while at < data.len() {
                 match decode_record(&data, at) {
@@ -224,18 +271,26 @@ impl<D: Disk> Wal<D> {
                         }
                         break;
                     }
-                    Decoded::Damaged { end, reason } => {
-                        if newest && data[end..].iter().all(|&b| b == 0) {
-                            rec.torn_bytes = end - at;
-                            disk.truncate(name, at as u64)?;
-                            break;
+                    Decoded::Damaged { end, .. } if torn_write(&data, at, end) => {
+                        // The log ends with this torn write. A later segment was begun after
+                        // it, and made durable by the same sync or a later one (syncs finish
+                        // in order), which never finished: nothing in it is durable either.
+                        rec.torn_bytes = data[at..].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+                        disk.truncate(name, at as u64)?;
+                        for (_, _, later) in &segments[i + 1..] {
+                            disk.remove(later)?;
                         }
+                        (newest_bytes, kept) = (at as u64, i + 1);
+                        break 'segments;
+                    }
+                    Decoded::Damaged { reason, .. } | Decoded::Corrupt { reason } => {
                         return Err(WalError::Corrupt { file: name.clone(), offset: at, reason });
                     }
                 }
             }
             newest_bytes = at as u64;
         }
+        segments.truncate(kept);
         // Segments that survive compaction may start before the snapshot point (their
         // headers name an older one): keep what follows the snapshot, which must be gapless.
         let snapshot_index = rec.snapshot.index;
@@ -255,6 +310,7 @@ impl<D: Disk> Wal<D> {
             segment,
             segment_seq,
             segment_bytes,
+            reserved_bytes: segment_bytes.max(max_segment_bytes),
             max_segment_bytes,
             last_index: rec.entries.last().map_or(rec.snapshot.index, |e| e.index),
             hard_state: rec.hard_state.clone(),
@@ -263,25 +319,43 @@ impl<D: Disk> Wal<D> {
             records: Vec::new(),
         };
         if wal.segment.is_empty() {
-            wal.start_segment(wal.last_index + 1)?;
+            wal.start_segment(wal.last_index + 1, 0)?;
         } else {
-            wal.disk.reserve(&wal.segment, max_segment_bytes)?;
+            wal.disk.reserve(&wal.segment, wal.reserved_bytes)?;
         }
         Ok((wal, rec))
     }
 
-    fn start_segment(&mut self, first_index: u64) -> Result<()> {
+    /// The segment written to now (the newest).
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// Starts the next segment, whose first entry will be `first_index`, with room for its
+    /// header records and `then_bytes` more (at least the largest segment's room).
+    fn start_segment(&mut self, first_index: u64, then_bytes: usize) -> Result<()> {
+        let mut header = Vec::new();
+        encode_snapshot_point(&self.snapshot, &mut header);
+        encode_record(KIND_HARD_STATE, &[&self.hard_state], &mut header);
         self.segment_seq += 1;
         self.segment = segment_name(self.segment_seq, first_index);
         self.segment_bytes = 0;
-        self.disk.reserve(&self.segment, self.max_segment_bytes)?;
-        let mut buf = Vec::new();
-        encode_snapshot_point(&self.snapshot, &mut buf);
-        encode_record(KIND_HARD_STATE, &[&self.hard_state], &mut buf);
-        self.write(&buf)
+        self.reserved_bytes = self.max_segment_bytes.max((header.len() + then_bytes) as u64);
+        self.disk.reserve(&self.segment, self.reserved_bytes)?;
+        self.append(&header)
     }
 
-    fn write(&mut self, buf: &[u8]) -> Result<()> {
+    /// Writes `buf`, whose first entry (if any) is `first_index`, in the current segment's
+    /// reserved room, or at the start of a new segment if it does not fit.
+    fn write(&mut self, buf: &[u8], first_index: u64) -> Result<()> {
+        if self.segment_bytes + buf.len() as u64 > self.reserved_bytes {
+            self.start_segment(first_index, buf.len())?;
+        }
+        self.append(buf)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        assert!(self.segment_bytes + buf.len() as u64 <= self.reserved_bytes, "an append leaves the reserved room");
         self.disk.append(&self.segment, buf)?;
         self.segment_bytes += buf.len() as u64;
         if !self.dirty.contains(&self.segment) {
@@ -293,11 +367,7 @@ impl<D: Disk> Wal<D> {
     /// Appends entries (replacing any conflicting suffix) and the hard state; durable after
     /// [`Wal::sync`].
     pub fn save(&mut self, hard_state: Option<Vec<u8>>, entries: &[WalEntry]) -> Result<()> {
-        if let Some(first) = entries.first() {
-            if self.segment_bytes >= self.max_segment_bytes {
-                self.start_segment(first.index)?;
-            }
-        }
+        let first_index = entries.first().map_or(self.last_index + 1, |e| e.index);
         let mut buf = std::mem::take(&mut self.records);
         buf.clear();
         for entry in entries {
@@ -308,7 +378,7 @@ impl<D: Disk> Wal<D> {
             encode_record(KIND_HARD_STATE, &[&hs], &mut buf);
             self.hard_state = hs;
         }
-        let written = if buf.is_empty() { Ok(()) } else { self.write(&buf) };
+        let written = if buf.is_empty() { Ok(()) } else { self.write(&buf, first_index) };
         self.records = buf;
         written
     }
@@ -326,9 +396,11 @@ impl<D: Disk> Wal<D> {
         }
         let mut buf = Vec::new();
         encode_snapshot_point(&point, &mut buf);
-        self.last_index = self.last_index.max(point.index);
+        let first_index = self.last_index.max(point.index) + 1;
+        self.write(&buf, first_index)?;
+        self.last_index = first_index - 1;
         self.snapshot = point;
-        self.write(&buf)
+        Ok(())
     }
 
     /// The image saved with the snapshot point at `index`, if it is still there.
@@ -362,7 +434,7 @@ impl<D: Disk> Wal<D> {
         if self.segment_bytes > 0 {
             // Start a fresh segment so the current one can go once it is covered; it must be
             // durable first, as it carries the snapshot point and hard state from now on.
-            self.start_segment(self.last_index + 1)?;
+            self.start_segment(self.last_index + 1, 0)?;
             self.sync().await?;
         }
         let mut segments: Vec<(u64, u64, String)> =
@@ -386,6 +458,21 @@ impl<D: Disk> Wal<D> {
     pub fn disk(&self) -> &D {
         &self.disk
     }
+}
+
+/// Where the record of entry `index` lies in a segment's bytes, if the segment holds one
+/// (the last, if it was written more than once): for tools that inspect a log, and for the
+/// simulator's faults.
+pub fn entry_record(segment: &[u8], index: u64) -> Option<std::ops::Range<usize>> {
+    let mut found = None;
+    let mut at = 0;
+    while let Decoded::Record { kind, payload, next } = decode_record(segment, at) {
+        if kind == KIND_ENTRY && split_index(payload).is_ok_and(|(i, _)| i == index) {
+            found = Some(at..next);
+        }
+        at = next;
+    }
+    found
 }
 
 fn split_index(payload: &[u8]) -> std::result::Result<(u64, &[u8]), String> {
@@ -418,19 +505,32 @@ fn apply_record(rec: &mut Recovered, kind: u8, payload: &[u8]) -> std::result::R
 }
 
 /// Files in memory, for tests: data becomes durable at `sync`, and [`MemDisk::crash`] keeps
-/// only what was synced. (The simulator has its own disk with torn writes and I/O errors.)
+/// only what was synced. A file reads back with zeros after its data up to the room reserved
+/// for it, as a real sparse file does. (The simulator has its own disk with torn writes and
+/// I/O errors.)
 #[derive(Debug, Default, Clone)]
 pub struct MemDisk {
-    /// Each file's bytes and how many of them are synced.
-    pub files: BTreeMap<String, (Vec<u8>, usize)>,
+    /// The files by name.
+    pub files: BTreeMap<String, MemFile>,
+}
+
+/// One file of a [`MemDisk`].
+#[derive(Debug, Default, Clone)]
+pub struct MemFile {
+    /// The bytes appended.
+    pub data: Vec<u8>,
+    /// How many of them are synced.
+    pub synced: usize,
+    /// The file's size: at least the data's, more where room was reserved.
+    pub size: usize,
 }
 
 impl MemDisk {
     /// Loses everything not synced (files never synced disappear).
     pub fn crash(&mut self) {
-        self.files.retain(|_, (_, synced)| *synced > 0);
-        for (data, synced) in self.files.values_mut() {
-            data.truncate(*synced);
+        self.files.retain(|_, f| f.synced > 0);
+        for file in self.files.values_mut() {
+            file.data.truncate(file.synced);
         }
     }
 }
@@ -440,25 +540,36 @@ impl Disk for MemDisk {
         Ok(self.files.keys().cloned().collect())
     }
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        self.files.get(name).map(|f| f.0.clone()).ok_or_else(|| io::ErrorKind::NotFound.into())
+        let file = self.files.get(name).ok_or(io::ErrorKind::NotFound)?;
+        let mut bytes = file.data.clone();
+        bytes.resize(file.size.max(file.data.len()), 0);
+        Ok(bytes)
     }
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.files.entry(name.to_string()).or_default().0.extend_from_slice(data);
+        let file = self.files.entry(name.to_string()).or_default();
+        file.data.extend_from_slice(data);
+        file.size = file.size.max(file.data.len());
         Ok(())
     }
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
         let f = self.files.get_mut(name).ok_or(io::ErrorKind::NotFound)?;
-        f.0.truncate(len as usize);
-        f.1 = f.1.min(len as usize);
+        f.data.truncate(len as usize);
+        f.synced = f.synced.min(len as usize);
+        f.size = len as usize;
         Ok(())
     }
     fn remove(&mut self, name: &str) -> io::Result<()> {
         self.files.remove(name);
         Ok(())
     }
+    fn reserve(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let file = self.files.entry(name.to_string()).or_default();
+        file.size = file.size.max(len as usize);
+        Ok(())
+    }
     fn sync(&mut self, name: &str) -> impl Future<Output = io::Result<()>> + use<> {
         if let Some(f) = self.files.get_mut(name) {
-            f.1 = f.0.len();
+            f.synced = f.data.len();
         }
         std::future::ready(Ok(()))
     }
@@ -517,70 +628,145 @@ mod tests {
         assert_eq!(reopen(disk).1.entries, vec![entry(1, 1)]);
     }
 
-    #[test]
-    fn torn_tail_is_cut_off() {
-        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
-        let name = disk.list().unwrap()[0].clone();
-        let len = disk.read(&name).unwrap().len();
-        disk.truncate(&name, len as u64 - 3).unwrap();
-        let (mut wal, rec) = reopen(disk);
-        assert_eq!(rec.entries, vec![entry(1, 1)]);
-        assert!(rec.torn_bytes > 0);
-        // The log continues cleanly after the cut.
-        wal.save(None, &[entry(2, 7)]).unwrap();
-        block_on(wal.sync()).unwrap();
-        assert_eq!(reopen(wal.disk().clone()).1.entries, vec![entry(1, 1), entry(2, 7)]);
+    /// The newest segment's name and where its records end.
+    fn newest(disk: &MemDisk) -> (String, usize) {
+        let name = disk.list().unwrap().into_iter().rfind(|n| n.starts_with("wal-")).unwrap();
+        let end = disk.files[&name].data.len();
+        (name, end)
     }
 
-    /// Appends `zeros` zero bytes to the newest segment, as room a real disk reserved.
-    fn add_room(disk: &mut MemDisk, zeros: usize) -> String {
-        let name = disk.list().unwrap().into_iter().rfind(|n| n.starts_with("wal-")).unwrap();
-        let (data, synced) = disk.files.get_mut(&name).unwrap();
-        data.extend(std::iter::repeat_n(0, zeros));
-        *synced = data.len();
-        name
+    /// Where each record of a segment starts.
+    fn record_offsets(data: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while let Decoded::Record { next, .. } = decode_record(data, at) {
+            offsets.push(at);
+            at = next;
+        }
+        offsets
+    }
+
+    /// An entry of `bytes` bytes, spanning sectors.
+    fn large(index: u64, bytes: usize) -> WalEntry {
+        WalEntry { index, data: vec![index as u8; bytes] }
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_off_and_the_log_continues() {
+        let disk = synced(&[entry(1, 1), large(2, 2000), entry(3, 1)]);
+        let (name, end) = newest(&disk);
+        // The crash left one sector of the last write unwritten: the first (later ones made it,
+        // as a disk may write them in any order), or the last.
+        for sector in [record_offsets(&disk.read(&name).unwrap())[3] / SECTOR + 1, (end - 1) / SECTOR] {
+            let mut torn = disk.clone();
+            let data = &mut torn.files.get_mut(&name).unwrap().data;
+            let sector_end = ((sector + 1) * SECTOR).min(data.len());
+            data[sector * SECTOR..sector_end].fill(0);
+            let (mut wal, rec) = reopen(torn);
+            assert_eq!(rec.entries, vec![entry(1, 1)], "sector {sector}");
+            assert!(rec.torn_bytes > 0);
+            wal.save(None, &[entry(2, 7)]).unwrap();
+            block_on(wal.sync()).unwrap();
+            assert_eq!(reopen(wal.disk().clone()).1.entries, vec![entry(1, 1), entry(2, 7)]);
+        }
+    }
+
+    #[test]
+    fn damage_no_crash_leaves_is_refused_naming_the_segment() {
+        let disk = synced(&[entry(1, 1), large(2, 2000), entry(3, 1)]);
+        let (name, end) = newest(&disk);
+        let second = record_offsets(&disk.read(&name).unwrap())[3];
+        let damaged = |change: &dyn Fn(&mut MemFile)| {
+            let mut damaged = disk.clone();
+            change(damaged.files.get_mut(&name).unwrap());
+            damaged
+        };
+        let set_len = |len: u32| move |f: &mut MemFile| f.data[second..second + 4].copy_from_slice(&len.to_be_bytes());
+        let cases: [(&str, MemDisk, usize, &str); 5] = [
+            (
+                "cut short after a clean stop",
+                damaged(&|f| {
+                    f.data.truncate(end - 3);
+                    f.size = end - 3;
+                }),
+                end - 27,
+                "runs past the end",
+            ),
+            ("a length grown past the file", damaged(&set_len(15 << 20)), second, "runs past the end"),
+            ("a length beyond any record", damaged(&set_len(u32::MAX)), second, "exceeds the largest record"),
+            ("a length shrunk inside the file", damaged(&set_len(100)), second, "checksum mismatch"),
+            ("a flipped byte in the last record", damaged(&|f| f.data[end - 2] ^= 1), end - 27, "checksum mismatch"),
+        ];
+        for (what, disk, at, why) in cases {
+            match Wal::open(disk, 1 << 20) {
+                Err(WalError::Corrupt { file, offset, reason }) => {
+                    assert_eq!((file.as_str(), offset), (name.as_str(), at), "{what}");
+                    assert!(reason.contains(why), "{what}: {reason}");
+                }
+                other => panic!("{what}: {:?}", other.map(|(_, rec)| rec)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_torn_write_in_an_older_segment_ends_the_log_there() {
+        // A batch too large for the first segment's room starts a second one; the crash tore
+        // the first segment's last record, so nothing of the second can be durable either.
+        let (mut wal, _) = Wal::open(MemDisk::default(), 1024).unwrap();
+        wal.save(None, &[large(1, 100), large(2, 700)]).unwrap();
+        wal.save(Some(b"hs".to_vec()), &[large(3, 900)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        let mut disk = wal.disk().clone();
+        let first = disk.list().unwrap()[0].clone();
+        assert_eq!(disk.list().unwrap().len(), 2);
+        let record = entry_record(&disk.read(&first).unwrap(), 2).unwrap();
+        let second_sector = (record.end - 1) / SECTOR * SECTOR;
+        assert!(second_sector > record.start, "the record crosses a sector boundary");
+        disk.files.get_mut(&first).unwrap().data[second_sector..record.end].fill(0);
+        let (mut wal, rec) = reopen(disk);
+        assert_eq!(rec.entries, vec![large(1, 100)]);
+        assert!(rec.hard_state.is_empty(), "the later segment's hard state went with it");
+        assert_eq!(wal.disk().list().unwrap(), vec![first]);
+        wal.save(None, &[entry(2, 7)]).unwrap();
+        block_on(wal.sync()).unwrap();
+        assert_eq!(reopen(wal.disk().clone()).1.entries, vec![large(1, 100), entry(2, 7)]);
+    }
+
+    #[test]
+    fn appends_never_leave_the_reserved_room() {
+        let (mut wal, _) = Wal::open(MemDisk::default(), 256).unwrap();
+        let mut index = 0;
+        for i in 1..=20u8 {
+            // Some batches are larger than a whole segment.
+            let batch: Vec<WalEntry> = (index + 1..=index + u64::from(i % 4 + 1)).map(|e| large(e, 100)).collect();
+            index += batch.len() as u64;
+            wal.save(Some(vec![i]), &batch).unwrap();
+            assert!(wal.disk().files.values().all(|f| f.data.len() <= f.size));
+        }
+        block_on(wal.sync()).unwrap();
+        assert!(wal.disk().files.len() > 5);
+        let (_, rec) = reopen(wal.disk().clone());
+        assert_eq!(rec.entries.len() as u64, index);
     }
 
     #[test]
     fn reserved_room_is_not_records_and_appends_continue_over_it() {
-        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
-        let name = add_room(&mut disk, 4096);
+        let disk = synced(&[entry(1, 1), entry(2, 1)]);
+        let (name, end) = newest(&disk);
+        assert!(disk.read(&name).unwrap().len() > end, "the segment's room reads back as zeros");
         let (mut wal, rec) = reopen(disk);
         assert_eq!((rec.entries, rec.torn_bytes), (vec![entry(1, 1), entry(2, 1)], 0));
         wal.save(None, &[entry(3, 1)]).unwrap();
         block_on(wal.sync()).unwrap();
-        let data = wal.disk().read(&name).unwrap();
-        assert!(data.ends_with(&entry(3, 1).data), "the append follows the records, not the room");
+        assert!(wal.disk().files[&name].data.ends_with(&entry(3, 1).data), "the append follows the records");
         assert_eq!(reopen(wal.disk().clone()).1.entries.len(), 3);
-    }
-
-    #[test]
-    fn a_torn_record_in_reserved_room_is_cut_off() {
-        let mut disk = synced(&[entry(1, 1), entry(2, 1)]);
-        let name = disk.list().unwrap()[0].clone();
-        let (data, _) = disk.files.get_mut(&name).unwrap();
-        // The last record's final bytes never reached the disk: the room's zeros are there.
-        let len = data.len();
-        data[len - 4..].fill(0);
-        add_room(&mut disk, 4096);
-        let (_, rec) = reopen(disk.clone());
-        assert_eq!(rec.entries, vec![entry(1, 1)]);
-        assert!(rec.torn_bytes > 0);
-        // Damage followed by data is corruption, room or not.
-        let (data, _) = disk.files.get_mut(&name).unwrap();
-        let last = data.len() - 1;
-        data[last] = 7;
-        assert!(matches!(Wal::open(disk, 1 << 20), Err(WalError::Corrupt { .. })));
     }
 
     #[test]
     fn corrupt_middle_is_refused() {
         let mut disk = synced(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        let name = disk.list().unwrap()[0].clone();
-        let mut data = disk.read(&name).unwrap();
-        let middle = data.len() - 40;
-        data[middle] ^= 0xff;
-        disk.files.insert(name, (data.clone(), data.len()));
+        let (name, end) = newest(&disk);
+        disk.files.get_mut(&name).unwrap().data[end - 40] ^= 0xff;
         assert!(matches!(Wal::open(disk, 1 << 20), Err(WalError::Corrupt { .. })));
     }
 

@@ -21,17 +21,20 @@ pub enum Plant {
     ReapplyAfterRestart,
     /// A snapshot point is recorded, and the WAL compacted, without the store's sync.
     SnapshotWithoutStoreSync,
+    /// A member starts on a log that lost records its store had applied.
+    StartOnLostLog,
 }
 
 impl Plant {
     /// Every plant, in a fixed order.
-    pub const ALL: [Plant; 6] = [
+    pub const ALL: [Plant; 7] = [
         Plant::AckBeforeDurable,
         Plant::ReadWithoutReadIndex,
         Plant::ExpireLeaseOnFollowerClock,
         Plant::SkipWatchEvent,
         Plant::ReapplyAfterRestart,
         Plant::SnapshotWithoutStoreSync,
+        Plant::StartOnLostLog,
     ];
 
     /// The name used on the command line.
@@ -43,6 +46,7 @@ impl Plant {
             Plant::SkipWatchEvent => "skip-watch-event",
             Plant::ReapplyAfterRestart => "reapply-after-restart",
             Plant::SnapshotWithoutStoreSync => "snapshot-without-store-sync",
+            Plant::StartOnLostLog => "start-on-lost-log",
         }
     }
 
@@ -55,6 +59,7 @@ impl Plant {
             Plant::SkipWatchEvent => "the watch hub drops some events",
             Plant::ReapplyAfterRestart => "the applied index is not saved with the entry's effects",
             Plant::SnapshotWithoutStoreSync => "the WAL is compacted past state the store has not synced",
+            Plant::StartOnLostLog => "a member starts although its log lost entries its store applied",
         }
     }
 

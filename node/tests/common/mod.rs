@@ -7,7 +7,7 @@
 use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,25 @@ impl Keel {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits up to `secs` seconds for the process to exit; panics if it does not.
+    pub fn wait_exit(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "keel at {} did not exit in {secs} s", self.endpoint);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the exit status once it has stopped.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+        self.wait_exit(10)
     }
 
     /// kill -9.

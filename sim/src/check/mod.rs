@@ -36,6 +36,7 @@ pub fn check_all(rec: &Recorder, max_drift: f64) -> Vec<Violation> {
     found.extend(watch(&rec.watches, &canonical, compacted_upto(&rec.applied)));
     found.extend(lease_safety(&rec.lease_acks, &rec.applied, max_drift));
     found.extend(rec.liveness.iter().map(|l| violation("liveness", l.clone())));
+    found.extend(rec.damage.iter().map(|d| violation("recovery", d.clone())));
     found
 }
 
