@@ -9,6 +9,8 @@ pub enum Code {
     Unknown = 2,
     /// `INVALID_ARGUMENT` (3).
     InvalidArgument = 3,
+    /// `DEADLINE_EXCEEDED` (4).
+    DeadlineExceeded = 4,
     /// `NOT_FOUND` (5).
     NotFound = 5,
     /// `RESOURCE_EXHAUSTED` (8).
@@ -32,6 +34,7 @@ impl Code {
             Code::Ok => "OK",
             Code::Unknown => "Unknown",
             Code::InvalidArgument => "InvalidArgument",
+            Code::DeadlineExceeded => "DeadlineExceeded",
             Code::NotFound => "NotFound",
             Code::ResourceExhausted => "ResourceExhausted",
             Code::FailedPrecondition => "FailedPrecondition",
@@ -48,6 +51,7 @@ impl Code {
             Code::Ok => "0",
             Code::Unknown => "2",
             Code::InvalidArgument => "3",
+            Code::DeadlineExceeded => "4",
             Code::NotFound => "5",
             Code::ResourceExhausted => "8",
             Code::FailedPrecondition => "9",
@@ -125,11 +129,15 @@ pub enum EtcdError {
     /// MoveLeader did not finish in time.
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    /// The client's deadline (`grpc-timeout`) passed before the answer; the request may or
+    /// may not have applied. grpc-go's words for a context past its deadline.
+    #[error("context deadline exceeded")]
+    DeadlineExceeded,
 }
 
 impl EtcdError {
     /// Every error, for looking one up by its message.
-    pub const ALL: [EtcdError; 21] = {
+    pub const ALL: [EtcdError; 22] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -153,6 +161,7 @@ impl EtcdError {
             BadLeaderTransferee,
             LeaderTransferTimeout,
             NoSpace,
+            DeadlineExceeded,
         ]
     };
 
@@ -172,12 +181,16 @@ impl EtcdError {
             LeaseNotFound => Code::NotFound,
             LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped | LeaderTransferTimeout => Code::Unavailable,
+            DeadlineExceeded => Code::DeadlineExceeded,
         }
     }
 
     /// Whether the request certainly had no effect (a client may retry it blindly).
     pub fn is_definite(&self) -> bool {
-        !matches!(self, EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped)
+        !matches!(
+            self,
+            EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped | EtcdError::DeadlineExceeded
+        )
     }
 }
 

@@ -216,6 +216,32 @@ impl FrameDecoder {
     }
 }
 
+/// A request's `grpc-timeout`, read as grpc-go reads it: up to 8 digits (with the sign Go's
+/// integer parsing allows) and a unit, `H`, `M`, `S`, `m`, `u` or `n`. A negative timeout has
+/// already passed (zero). The error is
+/// grpc-go's complaint, for which it resets the stream.
+pub fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    if value.len() < 2 {
+        return Err(format!("transport: timeout string is too short: {value:?}"));
+    }
+    if value.len() > 9 {
+        return Err(format!("transport: timeout string is too long: {value:?}"));
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let nanos_per_unit: u64 = match unit {
+        "H" => 3_600_000_000_000,
+        "M" => 60_000_000_000,
+        "S" => 1_000_000_000,
+        "m" => 1_000_000,
+        "u" => 1_000,
+        "n" => 1,
+        _ => return Err(format!("transport: timeout unit is not recognized: {value:?}")),
+    };
+    let count: i32 = digits.parse().map_err(|e| format!("transport: malformed time-out {value:?}: {e}"))?;
+    Ok(Duration::from_nanos(nanos_per_unit).saturating_mul(count.max(0) as u32))
+}
+
 /// Decodes a request message, answering `INVALID_ARGUMENT` for bytes that do not parse.
 pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, Status> {
     M::decode(bytes).map_err(|e| Status::new(Code::InvalidArgument, format!("grpc: error unmarshalling request: {e}")))
@@ -259,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_read_as_grpc_go_reads_them() {
+        use std::time::Duration;
+        assert_eq!(parse_timeout("5S"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("99999999H"), Ok(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(parse_timeout("250m"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("7n"), Ok(Duration::from_nanos(7)));
+        assert_eq!(parse_timeout("+3u"), Ok(Duration::from_micros(3)));
+        assert_eq!(parse_timeout("-1S"), Ok(Duration::ZERO), "already passed");
+        for bad in ["", "S", "123456789S", "10x", "1.5S", "abS"] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn method_table_round_trips_and_status_headers_encode() {
         for &m in Method::ALL {
             assert_eq!(Method::from_path(m.path()), Some(m));
@@ -271,6 +311,7 @@ mod tests {
             Code::Ok,
             Code::Unknown,
             Code::InvalidArgument,
+            Code::DeadlineExceeded,
             Code::NotFound,
             Code::ResourceExhausted,
             Code::FailedPrecondition,

@@ -12,7 +12,7 @@ pub mod service;
 pub mod validate;
 mod watch;
 
-pub use node::{Applied, Node, NodeConfig, NodeError, Output, Probe, Status, Wake, DEFAULT_QUOTA_BYTES};
+pub use node::{Applied, Deadline, Node, NodeConfig, NodeError, Output, Probe, Status, Wake, DEFAULT_QUOTA_BYTES};
 pub use proposal::{
     alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, MemberAttributes, Op, Proposal, PublishedMembers, Reply,
     Request, Response,

@@ -185,9 +185,30 @@ pub struct Status {
     pub revision: i64,
 }
 
+/// When a request still unanswered gives up: at the member's own request timeout, or at the
+/// client's deadline if that comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// When, on the node's clock.
+    pub at_ms: u64,
+    /// The client's deadline came first.
+    pub client: bool,
+}
+
+impl Deadline {
+    /// What the request is answered when it gives up.
+    pub fn error(self) -> EtcdError {
+        if self.client {
+            EtcdError::DeadlineExceeded
+        } else {
+            EtcdError::Timeout
+        }
+    }
+}
+
 struct Pending {
     token: u64,
-    deadline_ms: u64,
+    deadline: Deadline,
     /// The probe's timestamp when proposed (0 without a probe).
     proposed_nanos: u64,
 }
@@ -212,7 +233,7 @@ enum ReadKind {
 struct PendingRead {
     token: u64,
     kind: ReadKind,
-    deadline_ms: u64,
+    deadline: Deadline,
     /// Set once a quorum confirmed the read: serve when applied reaches it.
     index: Option<u64>,
 }
@@ -552,11 +573,13 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Advances the clock by one tick: Raft's timers, request deadlines and lease expiry.
     pub fn tick(&mut self, now_ms: u64) {
         self.raw.tick();
-        let proposals = take_expired(&mut self.proposals, now_ms, |p| p.deadline_ms).into_iter().map(|p| p.token);
-        let reads = take_expired(&mut self.reads, now_ms, |r| r.deadline_ms).into_iter().map(|r| r.token);
-        let timed_out: Vec<u64> = proposals.chain(reads).collect();
-        for token in timed_out {
-            self.reply(token, Err(EtcdError::Timeout));
+        let proposals =
+            take_expired(&mut self.proposals, now_ms, |p| p.deadline.at_ms).into_iter().map(|p| (p.token, p.deadline));
+        let reads =
+            take_expired(&mut self.reads, now_ms, |r| r.deadline.at_ms).into_iter().map(|r| (r.token, r.deadline));
+        let timed_out: Vec<(u64, Deadline)> = proposals.chain(reads).collect();
+        for (token, deadline) in timed_out {
+            self.reply(token, Err(deadline.error()));
         }
         if now_ms >= self.next_watch_progress_ms {
             if self.next_watch_progress_ms > 0 {
@@ -567,7 +590,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             for id in self.kv.lessor_mut().expired(now_ms, 16) {
                 self.revoking.insert(id);
-                self.propose(None, Op::LeaseRevoke(LeaseRevoke { id, expired: true }), now_ms);
+                self.propose(None, Op::LeaseRevoke(LeaseRevoke { id, expired: true }));
             }
         }
     }
@@ -587,40 +610,52 @@ impl<D: Disk, B: Backend> Node<D, B> {
         self.raw.transfer_leader(to);
     }
 
-    fn propose(&mut self, token: Option<u64>, op: Op, now_ms: u64) {
+    /// The deadline of a request taken at `now_ms` whose client gives up at `client_ms`.
+    pub fn deadline(&self, now_ms: u64, client_ms: Option<u64>) -> Deadline {
+        let own_ms = now_ms.saturating_add(self.config.request_timeout_ms);
+        match client_ms {
+            Some(at_ms) if at_ms < own_ms => Deadline { at_ms, client: true },
+            _ => Deadline { at_ms: own_ms, client: false },
+        }
+    }
+
+    /// Proposes `op`; `waiter` (a token and its deadline) hears the outcome.
+    fn propose(&mut self, waiter: Option<(u64, Deadline)>, op: Op) {
         let id = self.next_proposal_id();
         let data = Proposal { id, op: Some(op) }.encode_to_vec();
         if data.len() > self.config.max_request_bytes {
-            if let Some(token) = token {
+            if let Some((token, _)) = waiter {
                 self.reply(token, Err(EtcdError::RequestTooLarge));
             }
             return;
         }
         match self.raw.propose(data) {
             Ok(()) => {
-                if let Some(token) = token {
-                    let deadline_ms = now_ms + self.config.request_timeout_ms;
+                if let Some((token, deadline)) = waiter {
                     let proposed_nanos = self.probe_now();
-                    self.proposals.insert(id, Pending { token, deadline_ms, proposed_nanos });
+                    self.proposals.insert(id, Pending { token, deadline, proposed_nanos });
                 }
             }
             Err(_) => {
-                if let Some(token) = token {
+                if let Some((token, _)) = waiter {
                     self.reply(token, Err(EtcdError::NoLeader));
                 }
             }
         }
     }
 
-    fn read_through_raft(&mut self, token: u64, kind: ReadKind, now_ms: u64) {
+    fn read_through_raft(&mut self, token: u64, kind: ReadKind, deadline: Deadline) {
         let id = self.next_proposal_id();
-        let deadline_ms = now_ms + self.config.request_timeout_ms;
-        self.reads.insert(id, PendingRead { token, kind, deadline_ms, index: None });
+        self.reads.insert(id, PendingRead { token, kind, deadline, index: None });
         self.raw.read_index(id.to_be_bytes().to_vec());
     }
 
-    /// Takes a client request; the answer appears in a later [`Output`] under `token`.
-    pub fn request(&mut self, token: u64, request: Request, now_ms: u64) {
+    /// Takes a client request; the answer appears in a later [`Output`] under `token`. A
+    /// request not answered by `deadline_ms` (the client's deadline, on this node's clock) or
+    /// within the request timeout is answered that it ran out of time.
+    pub fn request(&mut self, token: u64, request: Request, now_ms: u64, deadline_ms: Option<u64>) {
+        let deadline = self.deadline(now_ms, deadline_ms);
+        let waiter = Some((token, deadline));
         let checked = match &request {
             Request::Range(r) => validate::range(r),
             Request::Put(p) => validate::put(p),
@@ -635,7 +670,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         if self.over_quota(&request) {
             if !self.alarms.contains(&(self.config.id, alarm::NOSPACE)) {
                 let raise = AlarmChange { member_id: self.config.id, alarm: alarm::NOSPACE, activate: true };
-                self.propose(None, Op::Alarm(raise), now_ms);
+                self.propose(None, Op::Alarm(raise));
             }
             return self.reply(token, Err(EtcdError::NoSpace));
         }
@@ -644,21 +679,19 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 let result = self.serve_range(&r);
                 self.reply(token, result);
             }
-            Request::Range(r) => self.read_through_raft(token, ReadKind::Range(r), now_ms),
-            Request::Put(p) => self.propose(Some(token), Op::Put(p), now_ms),
-            Request::DeleteRange(d) => self.propose(Some(token), Op::DeleteRange(d), now_ms),
-            Request::Txn(t) => self.propose(Some(token), Op::Txn(t), now_ms),
-            Request::Compact { revision } => self.propose(Some(token), Op::Compact(revision), now_ms),
+            Request::Range(r) => self.read_through_raft(token, ReadKind::Range(r), deadline),
+            Request::Put(p) => self.propose(waiter, Op::Put(p)),
+            Request::DeleteRange(d) => self.propose(waiter, Op::DeleteRange(d)),
+            Request::Txn(t) => self.propose(waiter, Op::Txn(t)),
+            Request::Compact { revision } => self.propose(waiter, Op::Compact(revision)),
             Request::LeaseGrant { id, ttl } => {
                 let id = if id != 0 { id } else { (self.rng.gen::<u64>() >> 1).max(1) as i64 };
                 let ttl = ttl.max(self.config.min_lease_ttl_secs());
-                self.propose(Some(token), Op::LeaseGrant(LeaseGrant { id, ttl }), now_ms);
+                self.propose(waiter, Op::LeaseGrant(LeaseGrant { id, ttl }));
             }
-            Request::LeaseRevoke { id } => {
-                self.propose(Some(token), Op::LeaseRevoke(LeaseRevoke { id, expired: false }), now_ms)
-            }
+            Request::LeaseRevoke { id } => self.propose(waiter, Op::LeaseRevoke(LeaseRevoke { id, expired: false })),
             Request::LeaseKeepAlive { id } if self.is_leader() => {
-                self.read_through_raft(token, ReadKind::KeepAlive(id), now_ms)
+                self.read_through_raft(token, ReadKind::KeepAlive(id), deadline)
             }
             Request::LeaseTimeToLive { id, keys } if self.is_leader() => {
                 let result = match (self.kv.lessor().get(id), self.kv.lessor().remaining_ms(id, now_ms)) {
@@ -685,16 +718,15 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 let response = Response::Alarms(alarm_list(&self.alarms));
                 self.reply(token, Ok(Reply { revision: self.kv.current_revision(), response }));
             }
-            Request::Alarm(change) => self.propose(Some(token), Op::Alarm(change), now_ms),
-            Request::Publish(attributes) => self.propose(Some(token), Op::Publish(attributes), now_ms),
+            Request::Alarm(change) => self.propose(waiter, Op::Alarm(change)),
+            Request::Publish(attributes) => self.propose(waiter, Op::Publish(attributes)),
             Request::ConfChange(mut cc) => {
                 let id = self.next_proposal_id();
                 cc.context = id.to_be_bytes().to_vec();
                 match self.raw.propose_conf_change(&cc) {
                     Ok(()) => {
-                        let deadline_ms = now_ms + self.config.request_timeout_ms;
                         let proposed_nanos = self.probe_now();
-                        self.proposals.insert(id, Pending { token, deadline_ms, proposed_nanos });
+                        self.proposals.insert(id, Pending { token, deadline, proposed_nanos });
                     }
                     Err(_) => self.reply(token, Err(EtcdError::NoLeader)),
                 }

@@ -54,7 +54,7 @@ impl Member {
 
     fn call(&mut self, request: Request) -> Result<Reply, EtcdError> {
         self.token += 1;
-        self.node.request(self.token, request, self.now);
+        self.node.request(self.token, request, self.now, None);
         self.process();
         let out = self.node.take_output();
         self.watched.extend(out.watch);
@@ -277,13 +277,40 @@ fn writes_in_flight_are_answered_in_order_once_durable() {
         ready(node.start_ready(&mut NoPeers, 0)).unwrap();
         node.take_output().replies.into_iter().map(|(token, _)| token).collect()
     };
-    node.request(1, put("a"), 0);
+    node.request(1, put("a"), 0, None);
     assert!(ready(node.start_ready(&mut NoPeers, 0)).unwrap());
-    node.request(2, put("b"), 0);
+    node.request(2, put("b"), 0, None);
     assert!(ready(node.start_ready(&mut NoPeers, 0)).unwrap(), "a second write goes out while the first syncs");
     assert_eq!(answered(&mut node), Vec::<u64>::new(), "nothing is answered before it is durable");
     disk.released.set(disk.released.get() + 1);
     assert_eq!(answered(&mut node), vec![1]);
     disk.released.set(disk.released.get() + 1);
     assert_eq!(answered(&mut node), vec![2]);
+}
+
+#[test]
+fn a_request_still_waiting_at_its_clients_deadline_is_answered_then() {
+    let disk = GatedDisk::default();
+    disk.released.set(usize::MAX);
+    let config = NodeConfig::new(1, vec![1]);
+    let timeout_ms = config.request_timeout_ms;
+    let mut node = ready(Node::open(config, disk.clone(), MemBackend::new(), ChaCha8Rng::seed_from_u64(1))).unwrap();
+    ready(node.process(&mut NoPeers, 0)).unwrap();
+    node.campaign();
+    ready(node.process(&mut NoPeers, 0)).unwrap();
+    // No write becomes durable from now on: every put waits.
+    disk.released.set(disk.started.get());
+    let put = || Request::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() });
+    node.request(1, put(), 0, Some(300));
+    node.request(2, put(), 0, None);
+    node.request(3, put(), 0, Some(timeout_ms + 1_000));
+    ready(node.start_ready(&mut NoPeers, 0)).unwrap();
+    let answers = |node: &mut Node<GatedDisk, MemBackend>, now_ms| {
+        node.tick(now_ms);
+        node.take_output().replies.into_iter().map(|(token, r)| (token, r.unwrap_err())).collect::<Vec<_>>()
+    };
+    assert_eq!(answers(&mut node, 299), vec![]);
+    assert_eq!(answers(&mut node, 300), vec![(1, EtcdError::DeadlineExceeded)]);
+    // The member's own request timeout comes first for the others.
+    assert_eq!(answers(&mut node, timeout_ms), vec![(2, EtcdError::Timeout), (3, EtcdError::Timeout)]);
 }

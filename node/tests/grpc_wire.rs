@@ -59,21 +59,72 @@ fn an_unknown_method_is_unimplemented() {
         let client = connect(&address).await;
         let message = range_message();
         for (path, status, reason) in [
-            ("/etcdserverpb.KV/Nothing", "12", Some("unknown method /etcdserverpb.KV/Nothing")),
-            ("/etcdserverpb.KV/Range", "0", None),
+            ("/etcdserverpb.KV/Nothing", "12", "unknown method /etcdserverpb.KV/Nothing"),
+            ("/etcdserverpb.KV/Range", "0", ""),
         ] {
-            let mut ready = client.clone().ready().await.expect("connection open");
-            let (response, mut request_body) =
-                ready.send_request(call_head(&address, path), false).expect("sends headers");
-            request_body.send_data(message.clone(), true).expect("sends the message");
-            let mut body = response.await.expect("answered").into_body();
-            while let Some(data) = body.data().await {
-                let _ = body.flow_control().release_capacity(data.expect("reads the answer").len());
-            }
-            let trailers = body.trailers().await.expect("trailers arrive").expect("trailers");
-            assert_eq!(trailers.get("grpc-status").map(|v| v.to_str().unwrap()), Some(status), "{path}");
-            assert_eq!(trailers.get("grpc-message").map(|v| v.to_str().unwrap()), reason, "{path}");
+            let answer = unary_status(&client, call_head(&address, path), message.clone()).await;
+            assert_eq!(answer, (status.to_string(), reason.to_string()), "{path}");
         }
+    });
+}
+
+/// A call's head with `grpc-timeout: timeout`.
+fn call_with_timeout(address: &str, path: &str, timeout: &str) -> Request<()> {
+    let mut head = call_head(address, path);
+    head.headers_mut().insert("grpc-timeout", timeout.parse().expect("a header value"));
+    head
+}
+
+/// Sends `message` as the whole request and reads the answer to its trailers: the status
+/// code and message.
+async fn unary_status(client: &SendRequest<Bytes>, head: Request<()>, message: Bytes) -> (String, String) {
+    let mut ready = client.clone().ready().await.expect("connection open");
+    let (response, mut request_body) = ready.send_request(head, false).expect("sends headers");
+    request_body.send_data(message, true).expect("sends the message");
+    let mut body = response.await.expect("answered").into_body();
+    while let Some(data) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.expect("reads the answer").len());
+    }
+    let trailers = body.trailers().await.expect("trailers arrive").expect("trailers");
+    let text = |name: &str| trailers.get(name).map_or(String::new(), |v| v.to_str().unwrap().to_string());
+    (text("grpc-status"), text("grpc-message"))
+}
+
+/// A request's `grpc-timeout` is honoured as grpc-go honours it: a call still waiting when
+/// it passes is answered DEADLINE_EXCEEDED (here a linearizable read on a member without a
+/// quorum, which would otherwise wait for the 7 s request timeout), a stream ends with it,
+/// and a timeout that does not parse resets the stream with INTERNAL_ERROR.
+#[test]
+fn client_deadlines_are_honoured() {
+    let mut cluster = common::Cluster::start(&["a", "b", "c"]);
+    for member in &mut cluster.members[1..] {
+        member.kill();
+    }
+    let address = cluster.members[0].endpoint.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let client = connect(&address).await;
+        let started = std::time::Instant::now();
+        let head = call_with_timeout(&address, "/etcdserverpb.KV/Range", "500m");
+        let (status, message) = unary_status(&client, head, range_message()).await;
+        assert_eq!((status.as_str(), message.as_str()), ("4", "context deadline exceeded"));
+        assert!(started.elapsed() < Duration::from_secs(5), "answered at the deadline, not the request timeout");
+
+        let watch = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let head = call_with_timeout(&address, "/etcdserverpb.Watch/Watch", "300m");
+        let (status, message) = unary_status(&client, head, Bytes::from(frame_encoded(&watch.encode_to_vec()))).await;
+        assert_eq!((status.as_str(), message.as_str()), ("4", "context deadline exceeded"));
+
+        let mut ready = client.clone().ready().await.expect("connection open");
+        let head = call_with_timeout(&address, "/etcdserverpb.KV/Range", "soon");
+        let (response, _) = ready.send_request(head, true).expect("sends headers");
+        let reset = response.await.expect_err("the stream is reset");
+        assert_eq!(reset.reason(), Some(h2::Reason::INTERNAL_ERROR), "{reset}");
     });
 }
 

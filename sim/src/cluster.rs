@@ -45,8 +45,8 @@ pub fn client_ip(n: u64) -> IpAddr {
 /// A message from a client to a server.
 #[derive(Debug, Clone)]
 pub enum ToServer {
-    /// A KV, lease or membership request.
-    Request(u64, Request),
+    /// A KV, lease or membership request, with how long its client waits (ms).
+    Request(u64, Request, u64),
     /// Create a watcher on `stream`.
     Watch(u64, WatchCreate),
     /// Is watcher `watch_id` of `stream` still there?
@@ -266,10 +266,10 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
                         Err(e) => tracing::warn!("node {id}: bad peer frame: {e}"),
                     }
                 }
-                Input::Client(from, ToServer::Request(client_token, request)) => {
+                Input::Client(from, ToServer::Request(client_token, request, timeout_ms)) => {
                     routes.next_token += 1;
                     routes.tokens.insert(routes.next_token, (from, client_token));
-                    node.request(routes.next_token, request, now());
+                    node.request(routes.next_token, request, now(), Some(now() + timeout_ms));
                 }
                 Input::Client(from, ToServer::Watch(stream, spec)) => {
                     routes.streams.insert(stream, (from, 0));
@@ -381,11 +381,12 @@ impl Client {
         Client { endpoint, next_token: 0 }
     }
 
-    /// Sends `request` to server `node` and waits up to `deadline` for its answer.
+    /// Sends `request` to server `node` and waits up to `deadline` for its answer (the server
+    /// is told the deadline too, as `grpc-timeout` tells it).
     pub async fn call(&mut self, node: u64, request: Request, deadline: Duration) -> CallResult {
         self.next_token += 1;
         let token = self.next_token;
-        let msg = Box::new(ToServer::Request(token, request));
+        let msg = Box::new(ToServer::Request(token, request, deadline.as_millis() as u64));
         if self.endpoint.send_to_raw(server_addr(node), TAG_TO_SERVER, msg).await.is_err() {
             return CallResult::Timeout;
         }

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
 
@@ -27,7 +27,9 @@ use super::compactor::AutoCompactor;
 use super::disk::FsDisk;
 use super::forward::{self, LeaseAnswer, LeaseCall};
 use crate::service::HeaderInfo;
-use crate::{Clock, MemberAttributes, Node, NodeError, Reply, Request, Status, Wake, WatchCreate, WatchResponse};
+use crate::{
+    Clock, Deadline, MemberAttributes, Node, NodeError, Reply, Request, Status, Wake, WatchCreate, WatchResponse,
+};
 
 /// Monotonic milliseconds since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +43,9 @@ impl Clock for SystemClock {
 
 /// What the actor is fed.
 pub enum Input {
-    /// A client request and where to send its answer.
-    Call(Request, oneshot::Sender<Result<Reply, EtcdError>>),
+    /// A client request, how long its client waits (its `grpc-timeout`), and where to send
+    /// its answer.
+    Call(Request, Option<Duration>, oneshot::Sender<Result<Reply, EtcdError>>),
     /// Raft, store and membership status.
     Status(oneshot::Sender<MemberStatus>),
     /// The store's hash at a revision (0: current): hash, compaction revision, revision.
@@ -63,8 +66,8 @@ pub enum Input {
     Defragment(oneshot::Sender<Result<(), EtcdError>>),
     /// The store's image, for a snapshot.
     Snapshot(oneshot::Sender<Result<Vec<u8>, EtcdError>>),
-    /// Hand leadership to a member (only the leader can).
-    MoveLeader(u64, oneshot::Sender<Result<(), EtcdError>>),
+    /// Hand leadership to a member (only the leader can), within the client's timeout.
+    MoveLeader(u64, Option<Duration>, oneshot::Sender<Result<(), EtcdError>>),
     /// One Raft tick.
     Tick,
     /// Stop: everything acknowledged is already durable, so the actor just returns.
@@ -92,9 +95,9 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Sends a request and waits for its answer.
-    pub async fn call(&self, request: Request) -> Result<Reply, EtcdError> {
-        self.ask(|tx| Input::Call(request, tx)).await
+    /// Sends a request and waits for its answer, for at most `timeout` if given.
+    pub async fn call(&self, request: Request, timeout: Option<Duration>) -> Result<Reply, EtcdError> {
+        self.ask(|tx| Input::Call(request, timeout, tx)).await
     }
 
     /// The member's Raft, store and membership status.
@@ -177,14 +180,14 @@ enum Waiter {
 struct Forwarded {
     call: LeaseCall,
     reply_to: oneshot::Sender<Result<Reply, EtcdError>>,
-    deadline_ms: u64,
+    deadline: Deadline,
 }
 
 /// A leadership transfer MoveLeader is waiting for.
 struct Transfer {
     target: u64,
     reply_to: oneshot::Sender<Result<(), EtcdError>>,
-    deadline_ms: u64,
+    deadline: Deadline,
 }
 
 /// The actor's state besides the node.
@@ -209,7 +212,7 @@ impl Actor {
     /// Takes one input; false once told to stop.
     fn handle(&mut self, input: Input) -> Result<bool, NodeError> {
         match input {
-            Input::Call(request, reply_to) => self.call(request, reply_to),
+            Input::Call(request, timeout, reply_to) => self.call(request, timeout, reply_to),
             Input::Status(reply_to) => {
                 let _ = reply_to.send(self.status());
             }
@@ -245,7 +248,7 @@ impl Actor {
                     return Err(e);
                 }
             },
-            Input::MoveLeader(target, reply_to) => self.move_leader(target, reply_to),
+            Input::MoveLeader(target, timeout, reply_to) => self.move_leader(target, timeout, reply_to),
             Input::Tick => self.tick(),
             Input::Stop => {
                 self.stop();
@@ -281,23 +284,36 @@ impl Actor {
         self.next_token
     }
 
-    fn request(&mut self, request: Request, waiter: Waiter) {
-        let token = self.next_token();
-        self.waiting.insert(token, waiter);
-        self.node.request(token, request, self.clock.now_ms());
+    /// The deadline of a call whose client waits `timeout` from now.
+    fn deadline(&self, timeout: Option<Duration>) -> Deadline {
+        let now_ms = self.clock.now_ms();
+        let client_ms = timeout.map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+        self.node.deadline(now_ms, client_ms)
     }
 
-    fn call(&mut self, request: Request, reply_to: oneshot::Sender<Result<Reply, EtcdError>>) {
+    fn request(&mut self, request: Request, waiter: Waiter, deadline: Option<Deadline>) {
+        let token = self.next_token();
+        self.waiting.insert(token, waiter);
+        let client_ms = deadline.filter(|d| d.client).map(|d| d.at_ms);
+        self.node.request(token, request, self.clock.now_ms(), client_ms);
+    }
+
+    fn call(
+        &mut self,
+        request: Request,
+        timeout: Option<Duration>,
+        reply_to: oneshot::Sender<Result<Reply, EtcdError>>,
+    ) {
         let status = self.node.status();
+        let deadline = self.deadline(timeout);
         match forward::lease_call(&request) {
             Some(call) if status.role != StateRole::Leader && status.leader != 0 => {
                 let id = self.next_token();
                 let frame = Frame::Call(Call { call: id, payload: call.encode_to_vec() });
                 self.transport.send_frame(status.leader, &frame);
-                let deadline_ms = self.clock.now_ms() + self.node.config().request_timeout_ms;
-                self.forwarded.insert(id, Forwarded { call, reply_to, deadline_ms });
+                self.forwarded.insert(id, Forwarded { call, reply_to, deadline });
             }
-            _ => self.request(request, Waiter::Client(reply_to)),
+            _ => self.request(request, Waiter::Client(reply_to), Some(deadline)),
         }
     }
 
@@ -305,7 +321,7 @@ impl Actor {
         match frame {
             Frame::Raft(msg) => self.node.step(msg),
             Frame::Call(Call { call, payload }) => match LeaseCall::decode(payload.as_slice()) {
-                Ok(lease) => self.request(lease.request(), Waiter::Peer { from, call }),
+                Ok(lease) => self.request(lease.request(), Waiter::Peer { from, call }, None),
                 Err(e) => tracing::warn!(from = format_args!("{from:x}"), "undecodable forwarded call: {e}"),
             },
             Frame::Answer(Call { call, payload }) => {
@@ -323,7 +339,12 @@ impl Actor {
         }
     }
 
-    fn move_leader(&mut self, target: u64, reply_to: oneshot::Sender<Result<(), EtcdError>>) {
+    fn move_leader(
+        &mut self,
+        target: u64,
+        timeout: Option<Duration>,
+        reply_to: oneshot::Sender<Result<(), EtcdError>>,
+    ) {
         let status = self.node.status();
         let result = if status.role != StateRole::Leader {
             Err(EtcdError::NotLeader)
@@ -333,8 +354,8 @@ impl Actor {
             Ok(())
         } else {
             self.node.transfer_leader(target);
-            let deadline_ms = self.clock.now_ms() + self.node.config().request_timeout_ms;
-            self.transfers.push(Transfer { target, reply_to, deadline_ms });
+            let deadline = self.deadline(timeout);
+            self.transfers.push(Transfer { target, reply_to, deadline });
             return;
         };
         let _ = reply_to.send(result);
@@ -351,7 +372,7 @@ impl Actor {
             return;
         }
         self.next_publish_ms = now_ms + self.node.config().request_timeout_ms;
-        self.request(Request::Publish(self.attributes.clone()), Waiter::Member);
+        self.request(Request::Publish(self.attributes.clone()), Waiter::Member, None);
     }
 
     /// Answers the MoveLeader calls whose transfer finished or ran out of time.
@@ -360,8 +381,13 @@ impl Actor {
         for transfer in std::mem::take(&mut self.transfers) {
             if transfer.target == leader {
                 let _ = transfer.reply_to.send(Ok(()));
-            } else if transfer.deadline_ms <= now_ms {
-                let _ = transfer.reply_to.send(Err(EtcdError::LeaderTransferTimeout));
+            } else if transfer.deadline.at_ms <= now_ms {
+                let error = if transfer.deadline.client {
+                    EtcdError::DeadlineExceeded
+                } else {
+                    EtcdError::LeaderTransferTimeout
+                };
+                let _ = transfer.reply_to.send(Err(error));
             } else {
                 self.transfers.push(transfer);
             }
@@ -376,14 +402,14 @@ impl Actor {
             self.compactor.as_mut().and_then(|c| c.tick(now_ms, status.revision, status.role == StateRole::Leader));
         if let Some(revision) = compact_to {
             tracing::info!(revision, "auto-compacting");
-            self.request(Request::Compact { revision }, Waiter::Member);
+            self.request(Request::Compact { revision }, Waiter::Member, None);
         }
         self.publish(now_ms);
         let expired: Vec<u64> =
-            self.forwarded.iter().filter(|(_, f)| f.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
+            self.forwarded.iter().filter(|(_, f)| f.deadline.at_ms <= now_ms).map(|(&id, _)| id).collect();
         for id in expired {
             if let Some(forwarded) = self.forwarded.remove(&id) {
-                let _ = forwarded.reply_to.send(Err(EtcdError::Timeout));
+                let _ = forwarded.reply_to.send(Err(forwarded.deadline.error()));
             }
         }
     }

@@ -34,6 +34,7 @@ fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
@@ -73,7 +74,7 @@ where
         Ok(request) => request,
         Err(e) => return json_error(&Status::new(Code::InvalidArgument, e.to_string())),
     };
-    let answer = grpc::unary(method, &request.encode_to_vec(), ctx).await.and_then(|bytes| {
+    let answer = grpc::unary(method, &request.encode_to_vec(), ctx, None).await.and_then(|bytes| {
         Resp::decode(bytes.as_slice()).map_err(|e| Status::new(Code::Internal, format!("undecodable answer: {e}")))
     });
     match answer {

@@ -2,9 +2,11 @@
 //! status trailers.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -33,10 +35,23 @@ enum StreamItem {
 }
 
 /// A gRPC response body: one message (unary) or a stream of them, then the status trailers.
+/// A stream whose client's deadline (`grpc-timeout`) passes ends then with DEADLINE_EXCEEDED,
+/// as grpc-go ends it.
 pub struct GrpcBody {
     message: Option<Bytes>,
     stream: Option<mpsc::UnboundedReceiver<StreamItem>>,
+    deadline: Option<glommio::timer::Timer>,
     trailers: Option<HeaderMap>,
+    /// Run when hyper is done with the body: the call is over (answered, or its client gone).
+    on_close: Option<Box<dyn FnOnce()>>,
+}
+
+impl Drop for GrpcBody {
+    fn drop(&mut self) {
+        if let Some(close) = self.on_close.take() {
+            close();
+        }
+    }
 }
 
 impl Body for GrpcBody {
@@ -47,11 +62,16 @@ impl Body for GrpcBody {
         if let Some(message) = self.message.take() {
             return Poll::Ready(Some(Ok(Frame::data(message))));
         }
-        if let Some(stream) = self.stream.as_mut() {
-            let status = match ready!(stream.poll_next_unpin(cx)) {
-                Some(StreamItem::Message(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
-                Some(StreamItem::End(status)) => status,
-                None => Status::ok(),
+        if self.stream.is_some() {
+            let past_deadline = self.deadline.as_mut().is_some_and(|timer| Pin::new(timer).poll(cx).is_ready());
+            let status = if past_deadline {
+                Status::from(&EtcdError::DeadlineExceeded)
+            } else {
+                match ready!(self.stream.as_mut().expect("checked").poll_next_unpin(cx)) {
+                    Some(StreamItem::Message(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
+                    Some(StreamItem::End(status)) => status,
+                    None => Status::ok(),
+                }
             };
             self.stream = None;
             self.trailers = Some(trailers(&status));
@@ -83,12 +103,30 @@ fn response(body: GrpcBody) -> Response<GrpcBody> {
 
 /// A failed call: no message, then the status trailers.
 fn failure(status: Status) -> Response<GrpcBody> {
-    response(GrpcBody { message: None, stream: None, trailers: Some(trailers(&status)) })
+    response(GrpcBody {
+        message: None,
+        stream: None,
+        deadline: None,
+        trailers: Some(trailers(&status)),
+        on_close: None,
+    })
 }
 
 fn success(message: Vec<u8>) -> Response<GrpcBody> {
     let message = Some(Bytes::from(frame_encoded(&message)));
-    response(GrpcBody { message, stream: None, trailers: Some(trailers(&Status::ok())) })
+    response(GrpcBody {
+        message,
+        stream: None,
+        deadline: None,
+        trailers: Some(trailers(&Status::ok())),
+        on_close: None,
+    })
+}
+
+/// A streamed answer: the messages `stream` yields, until it ends or `timeout` passes.
+fn streamed(stream: mpsc::UnboundedReceiver<StreamItem>, timeout: Option<Duration>) -> GrpcBody {
+    let deadline = timeout.map(glommio::timer::Timer::new);
+    GrpcBody { message: None, stream: Some(stream), deadline, trailers: None, on_close: None }
 }
 
 /// The messages of a request body, decoded as they arrive.
@@ -152,6 +190,7 @@ async fn member_call(
     message: &[u8],
     node: &NodeHandle,
     members: &Members,
+    timeout: Option<Duration>,
 ) -> Option<Result<Vec<u8>, Status>> {
     let info = node.header_info();
     let answer = match method {
@@ -202,7 +241,7 @@ async fn member_call(
         },
         Method::MoveLeader => match decode::<pb::MoveLeaderRequest>(message) {
             Err(status) => Err(status),
-            Ok(req) => match node.ask(|tx| actor::Input::MoveLeader(req.target_id, tx)).await {
+            Ok(req) => match node.ask(|tx| actor::Input::MoveLeader(req.target_id, timeout, tx)).await {
                 Ok(()) => Ok(pb::MoveLeaderResponse { header: Some(node.header_info().header(0)) }.encode_to_vec()),
                 Err(e) => Err(Status::from(&e)),
             },
@@ -224,7 +263,7 @@ async fn member_call(
 
 /// Lease.LeaseKeepAlive: each request renews its lease and is answered on the stream; an
 /// unknown or expired lease answers TTL 0, as etcd does.
-fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<GrpcBody> {
+fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize, timeout: Option<Duration>) -> Response<GrpcBody> {
     let (tx, rx) = mpsc::unbounded();
     glommio::spawn_local(async move {
         let mut requests = RequestStream::new(body, max_message);
@@ -235,7 +274,7 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<
                 Err(status) => break status,
             };
             let info = node.header_info();
-            let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }).await {
+            let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }, None).await {
                 Ok(reply) => service::unary_response(&reply, &info),
                 Err(EtcdError::LeaseNotFound) => {
                     Ok(pb::LeaseKeepAliveResponse { header: Some(info.current()), id: request.id, ttl: 0 }
@@ -255,7 +294,7 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize) -> Response<
         let _ = tx.unbounded_send(StreamItem::End(end));
     })
     .detach();
-    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+    response(streamed(rx, timeout))
 }
 
 /// Bytes per Snapshot response message (etcd sends 32 KiB).
@@ -267,7 +306,7 @@ const SNAPSHOT_PAGE: usize = 512;
 
 /// Maintenance.Snapshot: the store's image, zero-padded to whole pages, in chunks, then its
 /// SHA-256 digest as the last 32 bytes, as etcd appends it for `snapshot restore` to verify.
-fn snapshot(node: NodeHandle) -> Response<GrpcBody> {
+fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
     let (tx, rx) = mpsc::unbounded();
     glommio::spawn_local(async move {
         let end = match node.ask(actor::Input::Snapshot).await {
@@ -293,7 +332,7 @@ fn snapshot(node: NodeHandle) -> Response<GrpcBody> {
         let _ = tx.unbounded_send(StreamItem::End(end));
     })
     .detach();
-    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+    response(streamed(rx, timeout))
 }
 
 /// Watch streams of this process get distinct ids.
@@ -366,7 +405,7 @@ pub fn next_watch_stream() -> u64 {
 
 /// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
 /// watchers; the node's watch hub feeds events, in order, into the response stream.
-fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcBody> {
+fn watch(body: Incoming, node: NodeHandle, max_request: usize, timeout: Option<Duration>) -> Response<GrpcBody> {
     let stream = next_watch_stream();
     let (tx, rx) = mpsc::unbounded();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
@@ -387,12 +426,15 @@ fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcB
         }
     })
     .detach();
+    let closing = node.clone();
     glommio::spawn_local(async move {
         let mut requests = RequestStream::new(body, max_message(max_request));
         let end = loop {
             let request = match requests.next::<pb::WatchRequest>().await {
                 Ok(Some(request)) => request,
-                Ok(None) => break Status::ok(),
+                // The client sent its last request: its watchers go on until it leaves (or its
+                // deadline passes), as on etcd.
+                Ok(None) => return,
                 Err(status) => break status,
             };
             let Some(input) = watch_input(stream, request) else { continue };
@@ -400,11 +442,14 @@ fn watch(body: Incoming, node: NodeHandle, max_request: usize) -> Response<GrpcB
                 break Status::from(&EtcdError::Stopped);
             }
         };
-        node.watch_input(actor::Input::CloseWatchStream(stream));
         let _ = tx.unbounded_send(StreamItem::End(end));
     })
     .detach();
-    response(GrpcBody { message: None, stream: Some(rx), trailers: None })
+    let mut body = streamed(rx, timeout);
+    body.on_close = Some(Box::new(move || {
+        closing.watch_input(actor::Input::CloseWatchStream(stream));
+    }));
+    response(body)
 }
 
 /// The largest gRPC message read: a request of `max_request` bytes and room for the
@@ -436,9 +481,23 @@ fn rpc_labels(method: Method) -> RpcLabels {
     RpcLabels { grpc_type, grpc_service: service, grpc_method: name }
 }
 
+/// A request whose `grpc-timeout` does not parse: grpc-go resets its stream (hyper resets it
+/// with INTERNAL_ERROR when the service fails, as grpc-go does for this error).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed grpc-timeout: {0}")]
+pub struct MalformedTimeout(String);
+
+/// How long the client of `request` waits for its answer, if it says.
+fn client_timeout(request: &Request<Incoming>) -> Result<Option<Duration>, MalformedTimeout> {
+    let Some(value) = request.headers().get("grpc-timeout") else { return Ok(None) };
+    let text = value.to_str().map_err(|e| MalformedTimeout(e.to_string()))?;
+    keel_api::grpc::parse_timeout(text).map(Some).map_err(MalformedTimeout)
+}
+
 /// Serves one HTTP/2 request.
-pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Response<GrpcBody>, Infallible> {
+pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Response<GrpcBody>, MalformedTimeout> {
     let max_message = max_message(ctx.max_request);
+    let timeout = client_timeout(&request)?;
     let Some(method) = Method::from_path(request.uri().path()) else {
         let status = Status::new(Code::Unimplemented, format!("unknown method {}", request.uri().path()));
         RequestStream::new(request.into_body(), max_message).finish_in_background();
@@ -447,27 +506,33 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
     let node = ctx.node.clone();
     // The bidirectional streams read their requests to the end themselves.
     match method {
-        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message)),
-        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request)),
+        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message, timeout)),
+        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request, timeout)),
         _ => {}
     }
     let mut requests = RequestStream::new(request.into_body(), max_message);
     let response = match method {
-        Method::Snapshot => snapshot(node),
+        Method::Snapshot => snapshot(node, timeout),
         method if method.streaming() != Streaming::Unary => {
             failure(Status::new(Code::Unimplemented, format!("{} is not supported yet", method.path())))
         }
-        method => answer_unary(method, &mut requests, &ctx).await,
+        method => answer_unary(method, &mut requests, &ctx, timeout).await,
     };
     requests.finish_in_background();
     Ok(response)
 }
 
-/// Reads a unary call's request message and answers it, recording the call in the metrics.
-async fn answer_unary(method: Method, requests: &mut RequestStream, ctx: &Shared) -> Response<GrpcBody> {
+/// Reads a unary call's request message and answers it within `timeout`, recording the call
+/// in the metrics.
+async fn answer_unary(
+    method: Method,
+    requests: &mut RequestStream,
+    ctx: &Shared,
+    timeout: Option<Duration>,
+) -> Response<GrpcBody> {
     let started = std::time::Instant::now();
     let answer = match requests.next_encoded().await {
-        Ok(Some(message)) => unary(method, &message, ctx).await,
+        Ok(Some(message)) => unary(method, &message, ctx, timeout).await,
         Ok(None) => Err(Status::new(Code::InvalidArgument, "grpc: request has no message")),
         Err(status) => Err(status),
     };
@@ -487,13 +552,13 @@ async fn answer_unary(method: Method, requests: &mut RequestStream, ctx: &Shared
     }
 }
 
-/// Answers a unary call of `method` whose request message is `message`.
-pub async fn unary(method: Method, message: &[u8], ctx: &Shared) -> Result<Vec<u8>, Status> {
+/// Answers a unary call of `method` whose request message is `message`, within `timeout`.
+pub async fn unary(method: Method, message: &[u8], ctx: &Shared, timeout: Option<Duration>) -> Result<Vec<u8>, Status> {
     let node = &ctx.node;
     let request = match service::unary_request(method, message) {
         Some(request) => request?,
         None => {
-            return member_call(method, message, node, &ctx.members).await.unwrap_or_else(|| {
+            return member_call(method, message, node, &ctx.members, timeout).await.unwrap_or_else(|| {
                 Err(Status::new(Code::Unimplemented, format!("{} is not supported yet", method.path())))
             })
         }
@@ -502,7 +567,7 @@ pub async fn unary(method: Method, message: &[u8], ctx: &Shared) -> Result<Vec<u
         crate::Request::LeaseTimeToLive { id, .. } => Some(id),
         _ => None,
     };
-    match (node.call(request).await, time_to_live_of) {
+    match (node.call(request, timeout).await, time_to_live_of) {
         (Ok(reply), _) => service::unary_response(&reply, &node.header_info()),
         // etcd answers TTL -1 for a lease that does not exist (etcdctl: "already expired").
         (Err(EtcdError::LeaseNotFound), Some(id)) => {

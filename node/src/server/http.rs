@@ -34,7 +34,7 @@ async fn health(ctx: &Shared) -> Response<Full<Bytes>> {
         limit: 1,
         ..Default::default()
     });
-    let healthy = has_leader && ctx.node.call(read).await.is_ok();
+    let healthy = has_leader && ctx.node.call(read, None).await.is_ok();
     let (status, body) = match healthy {
         true => (StatusCode::OK, r#"{"health":"true"}"#),
         false => (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#),
