@@ -17,7 +17,7 @@ pub use proposal::{
     alarm, ActiveAlarms, AlarmChange, LeaseGrant, LeaseRevoke, MemberAttributes, Op, Proposal, PublishedMembers, Reply,
     Request, Response,
 };
-pub use watch::{WatchCreate, WatchHub, WatchResponse};
+pub use watch::{WatchCreate, WatchHub, WatchLimits, WatchResponse};
 
 /// The node's only source of time: milliseconds on this node's clock, which may be offset
 /// from and drift against other nodes' clocks.

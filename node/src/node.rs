@@ -49,7 +49,7 @@ use crate::proposal::{
     Request, Response,
 };
 use crate::validate;
-use crate::watch::{WatchCreate, WatchHub, WatchResponse};
+use crate::watch::{WatchCreate, WatchHub, WatchLimits, WatchResponse};
 
 const META_CONF_STATE: &[u8] = b"conf_state";
 const META_ALARMS: &[u8] = b"alarms";
@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// Interval of the progress notifications watchers may ask for.
     pub watch_progress_ms: u64,
+    /// What the watch hub holds for slow streams, and how it catches watchers up.
+    pub watch: WatchLimits,
     /// Largest store size writes may grow it to (etcd's `--quota-backend-bytes`).
     pub quota_bytes: u64,
     /// Most readies whose writes may be on their way to disk at once (at least 1).
@@ -108,6 +110,7 @@ impl NodeConfig {
             request_timeout_ms: 7_000,
             max_request_bytes: validate::MAX_REQUEST_BYTES,
             watch_progress_ms: 10 * 60 * 1000,
+            watch: WatchLimits::default(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
             max_writes_in_flight: 8,
             record_applied: false,
@@ -453,7 +456,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
         let published = load_published(&kv)?;
         let store_bytes = kv.backend().size_bytes();
         Ok(Node {
-            watches: WatchHub::new(config.plants.has(Plant::SkipWatchEvent)),
+            watches: WatchHub::new(config.watch, config.plants.has(Plant::SkipWatchEvent)),
             config,
             raw,
             wal,
@@ -586,6 +589,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 self.watches.notify_progress(self.kv.current_revision());
             }
             self.next_watch_progress_ms = now_ms + self.config.watch_progress_ms;
+        }
+        if let Err(e) = self.watches.catch_up(&self.kv) {
+            self.fail(e);
         }
         if self.is_leader() || self.planted(Plant::ExpireLeaseOnFollowerClock) {
             for id in self.kv.lessor_mut().expired(now_ms, 16) {
@@ -758,6 +764,21 @@ impl<D: Disk, B: Backend> Node<D, B> {
     /// Drops every watcher of a closed stream.
     pub fn close_watch_stream(&mut self, stream: u64) {
         self.watches.close_stream(stream);
+    }
+
+    /// The client of `stream` took `bytes` of its watch responses (the sum of their
+    /// [`WatchResponse::bytes`]): its watchers that fell behind catch up as room allows.
+    pub fn watch_consumed(&mut self, stream: u64, bytes: usize) {
+        if let Err(e) = self.watches.consumed(stream, bytes, &self.kv) {
+            self.fail(e);
+        }
+    }
+
+    /// Records a store failure met outside `process`: the next `process` reports it.
+    fn fail(&mut self, e: MvccError) {
+        if let Err(fatal) = mvcc_error(e) {
+            self.fatal.get_or_insert(fatal);
+        }
     }
 
     /// Serves a read from the store; a backend failure stops the node (at the next
@@ -991,7 +1012,7 @@ impl<D: Disk, B: Backend> Node<D, B> {
             // Reloaded leases have no expiry yet.
             self.kv.lessor_mut().promote(0);
         }
-        self.watches.resync(&self.kv)?;
+        self.watches.catch_up(&self.kv)?;
         Ok(())
     }
 

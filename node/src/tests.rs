@@ -9,7 +9,7 @@ use keel_storage::wal::MemDisk;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Node, NodeConfig, Reply, Request, Response, WatchCreate, WatchResponse};
+use crate::{Node, NodeConfig, Reply, Request, Response, WatchCreate, WatchLimits, WatchResponse};
 
 /// The in-memory disk never pends, so one poll finishes any future here.
 fn ready<F: std::future::Future>(f: F) -> F::Output {
@@ -39,7 +39,10 @@ struct Member {
 
 impl Member {
     fn open(disk: MemDisk, backend: MemBackend) -> Member {
-        let config = NodeConfig::new(1, vec![1]);
+        Member::open_with(NodeConfig::new(1, vec![1]), disk, backend)
+    }
+
+    fn open_with(config: NodeConfig, disk: MemDisk, backend: MemBackend) -> Member {
         let node = ready(Node::open(config, disk, backend, ChaCha8Rng::seed_from_u64(1))).expect("opens");
         let mut member = Member { node, now: 0, token: 0, watched: Vec::new() };
         member.process(); // applies the bootstrap membership
@@ -119,6 +122,51 @@ fn watch_catches_up_and_reports_compaction() {
     let canceled = m.node.take_output().watch.into_iter().find(|r| r.canceled).expect("canceled");
     assert!(m.watched.iter().all(|r| r.stream == 7 && !r.canceled));
     assert_eq!((canceled.stream, canceled.compact_revision), (8, 5));
+}
+
+/// Revisions of the events in `responses`, in order.
+fn event_revisions(responses: &[WatchResponse]) -> Vec<i64> {
+    responses.iter().flat_map(|r| r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision)).collect()
+}
+
+#[test]
+fn a_slow_watch_stream_holds_back_events_and_catches_up_from_the_store_in_batches() {
+    let mut config = NodeConfig::new(1, vec![1]);
+    config.watch = WatchLimits { stream_bytes: 1000, batch_revisions: 3, batch_bytes: 100_000 };
+    let mut m = Member::open_with(config, MemDisk::default(), MemBackend::new());
+    let first = m.node.status().revision + 1;
+    let spec = WatchCreate { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
+    m.node.watch(7, spec.clone()).unwrap();
+    for i in 0..30 {
+        m.put(&format!("k{i}"), &"v".repeat(100), 0);
+    }
+    // The client has taken nothing: the stream holds its budget and at most one response more.
+    let mut received = std::mem::take(&mut m.watched);
+    let largest = received.iter().map(|r| r.bytes).max().unwrap();
+    assert!(received.iter().map(|r| r.bytes).sum::<usize>() < 1000 + largest, "bounded: {received:?}");
+    assert!(event_revisions(&received).len() < 30, "events were held back");
+    // As the client takes what it has, the rest comes from the store, a batch at a time.
+    let mut unread: usize = received.iter().map(|r| r.bytes).sum();
+    let mut rounds = 0;
+    while event_revisions(&received).len() < 30 {
+        rounds += 1;
+        assert!(rounds < 100, "the watcher never catches up");
+        m.node.watch_consumed(7, unread);
+        let batch = m.node.take_output().watch;
+        assert!(batch.iter().all(|r| event_revisions(std::slice::from_ref(r)).len() <= 3), "{batch:?}");
+        unread = batch.iter().map(|r| r.bytes).sum();
+        received.extend(batch);
+    }
+    assert_eq!(event_revisions(&received), (first..first + 30).collect::<Vec<_>>(), "every event once, in order");
+    // Caught up, it takes live events again.
+    m.node.watch_consumed(7, unread);
+    m.put("k-live", "v", 0);
+    assert_eq!(event_revisions(&m.watched), vec![first + 30]);
+    // A watcher starting far back gets the history in batches too.
+    m.node.watch(8, WatchCreate { start_revision: first, ..spec }).unwrap();
+    let catch_up: Vec<WatchResponse> =
+        m.node.take_output().watch.into_iter().filter(|r| !r.events.is_empty()).collect();
+    assert!(catch_up.len() > 1 && catch_up.iter().all(|r| event_revisions(std::slice::from_ref(r)).len() <= 3));
 }
 
 #[test]

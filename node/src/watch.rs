@@ -2,10 +2,23 @@
 //!
 //! Guarantees, per watcher: events arrive in revision order; none is skipped from the
 //! watcher's start revision on; all of one revision's events arrive in one response. A
-//! watcher remembers `next_rev`, the first revision it has not been sent; catch-up (at
-//! creation, or after a snapshot replaced the store) reads history from the store, and a
-//! start below the compaction revision cancels the watcher with the compaction revision, as
-//! etcd does.
+//! watcher remembers `next_rev`, the first revision it has not been sent; a watcher behind
+//! the store (`next_rev` at or below the store's revision) is caught up from the store's
+//! history, and a start below the compaction revision cancels the watcher with the
+//! compaction revision, as etcd does.
+//!
+//! Bounds. Every response counts its size against its stream, until the driver reports that
+//! the stream's client has taken it ([`WatchHub::consumed`]); a stream with
+//! `limits.stream_bytes` or more waiting is full. A watcher whose stream is full when a
+//! revision applies does not take its events: it falls behind, and catches up from the store
+//! once its stream has room again (when its client takes responses, and at each tick), as
+//! etcd moves slow watchers to its unsynced group. Catch-up comes in responses of at most
+//! `limits.batch_revisions` revisions and, unless one revision alone is larger,
+//! `limits.batch_bytes` of history read (etcd sends at most 1000 revisions at a time). So what
+//! a stream holds is bounded by its budget plus one response, whatever its client does, and
+//! one round of catching up reads at most `MAX_CATCH_UP_STEPS` batches. Control responses
+//! (created, canceled, progress) always go out; the driver stops reading a full stream's
+//! requests, which bounds them too.
 //!
 //! Watch ids belong to a stream, as in etcd: each stream numbers its watchers from 0, and a
 //! client may choose an id itself (a taken one cancels the new watcher at once). Watchers
@@ -16,6 +29,7 @@ use std::collections::BTreeMap;
 
 use keel_storage::backend::Backend;
 use keel_storage::mvcc::{Event, EventType, KvStore, MvccError};
+use prost::Message as _;
 
 use crate::validate;
 
@@ -63,7 +77,34 @@ pub struct WatchResponse {
     pub revision: i64,
     /// Events, whole revisions only, in order.
     pub events: Vec<Event>,
+    /// What the response counts against its stream until the driver reports it taken.
+    pub bytes: usize,
 }
+
+/// How much the hub holds for slow streams, and how it catches watchers up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Bytes of responses a stream may have waiting for its client before it is full.
+    pub stream_bytes: usize,
+    /// The most revisions one catch-up response covers.
+    pub batch_revisions: i64,
+    /// The most bytes of history one catch-up response reads, unless one revision is larger.
+    pub batch_bytes: usize,
+}
+
+impl Default for WatchLimits {
+    /// 1 MiB waiting per stream; catch-up as etcd batches it (1000 revisions), in responses
+    /// of at most 1 MiB of history, well inside a client's default 4 MiB receive limit.
+    fn default() -> WatchLimits {
+        WatchLimits { stream_bytes: 1 << 20, batch_revisions: 1000, batch_bytes: 1 << 20 }
+    }
+}
+
+/// The most catch-up batches one round reads (etcd syncs at most 512 watchers a round).
+const MAX_CATCH_UP_STEPS: usize = 512;
+
+/// What a response without events counts: its envelope.
+const RESPONSE_OVERHEAD_BYTES: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Watcher {
@@ -75,6 +116,15 @@ struct Watcher {
 
 /// A watcher's address: its stream and its id within the stream.
 type WatcherKey = (u64, i64);
+
+/// One client stream.
+#[derive(Debug, Clone, Default)]
+struct Stream {
+    /// The lowest id an automatically numbered watcher may get.
+    next_id: i64,
+    /// Bytes of responses handed out whose client has not taken them yet.
+    waiting_bytes: usize,
+}
 
 /// etcd's message when a client picks a watch id its stream already uses.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
@@ -102,8 +152,8 @@ impl Watcher {
 #[derive(Debug, Default)]
 pub struct WatchHub {
     watchers: BTreeMap<WatcherKey, Watcher>,
-    /// Per stream: the lowest id an automatically numbered watcher may get.
-    next_id: BTreeMap<u64, i64>,
+    streams: BTreeMap<u64, Stream>,
+    limits: WatchLimits,
     /// Planted bug: drop some events.
     skip_events: bool,
     out: Vec<WatchResponse>,
@@ -111,13 +161,19 @@ pub struct WatchHub {
 
 impl WatchHub {
     /// An empty hub; `skip_events` plants the skipped-event bug.
-    pub fn new(skip_events: bool) -> WatchHub {
-        WatchHub { skip_events, ..Default::default() }
+    pub fn new(limits: WatchLimits, skip_events: bool) -> WatchHub {
+        assert!(limits.stream_bytes > 0 && limits.batch_revisions > 0 && limits.batch_bytes > 0, "{limits:?}");
+        WatchHub { limits, skip_events, ..Default::default() }
     }
 
     /// Responses produced since the last call.
     pub fn take_responses(&mut self) -> Vec<WatchResponse> {
         std::mem::take(&mut self.out)
+    }
+
+    /// Whether `stream` can take more events now.
+    fn has_room(&self, stream: u64) -> bool {
+        self.streams.get(&stream).is_none_or(|s| s.waiting_bytes < self.limits.stream_bytes)
     }
 
     fn respond(&mut self, key: WatcherKey, response: WatchResponse) {
@@ -128,10 +184,19 @@ impl WatchHub {
             }
             None => false,
         };
-        self.out.push(WatchResponse { stream: key.0, watch_id: key.1, fragment, ..response });
+        self.send(WatchResponse { stream: key.0, watch_id: key.1, fragment, ..response });
     }
 
-    /// Creates a watcher and sends its catch-up from the store; returns its id, or None if
+    /// Hands out a response, counting it against its stream.
+    fn send(&mut self, mut response: WatchResponse) {
+        response.bytes = RESPONSE_OVERHEAD_BYTES + response.events.iter().map(|e| e.encoded_len()).sum::<usize>();
+        if let Some(stream) = self.streams.get_mut(&response.stream) {
+            stream.waiting_bytes += response.bytes;
+        }
+        self.out.push(response);
+    }
+
+    /// Creates a watcher and starts its catch-up from the store; returns its id, or None if
     /// the id the client chose is taken (the watcher is then reported canceled).
     pub fn create<B: Backend>(
         &mut self,
@@ -140,18 +205,18 @@ impl WatchHub {
         kv: &KvStore<B>,
     ) -> Result<Option<i64>, MvccError> {
         let current = kv.current_revision();
+        let state = self.streams.entry(stream).or_default();
         let watch_id = if spec.watch_id != 0 {
             spec.watch_id
         } else {
-            let next = self.next_id.entry(stream).or_insert(0);
-            while self.watchers.contains_key(&(stream, *next)) {
-                *next += 1;
+            while self.watchers.contains_key(&(stream, state.next_id)) {
+                state.next_id += 1;
             }
-            *next += 1;
-            *next - 1
+            state.next_id += 1;
+            state.next_id - 1
         };
         if self.watchers.contains_key(&(stream, watch_id)) {
-            self.out.push(WatchResponse {
+            self.send(WatchResponse {
                 stream,
                 watch_id: -1,
                 created: true,
@@ -166,7 +231,7 @@ impl WatchHub {
         let next_rev = if spec.start_revision > 0 { spec.start_revision } else { current + 1 };
         self.watchers.insert(key, Watcher { spec, next_rev, sent_recently: false });
         self.respond(key, WatchResponse { created: true, revision: current, ..Default::default() });
-        self.catch_up(key, kv)?;
+        self.catch_up_stream(stream, kv)?;
         Ok(Some(watch_id))
     }
 
@@ -189,17 +254,27 @@ impl WatchHub {
     /// Removes every watcher of a closed stream.
     pub fn close_stream(&mut self, stream: u64) {
         self.watchers.retain(|&(s, _), _| s != stream);
-        self.next_id.remove(&stream);
+        self.streams.remove(&stream);
+    }
+
+    /// The client of `stream` took `bytes` of its responses (what their `bytes` said):
+    /// watchers that fell behind catch up as far as the room allows.
+    pub fn consumed<B: Backend>(&mut self, stream: u64, bytes: usize, kv: &KvStore<B>) -> Result<(), MvccError> {
+        let Some(state) = self.streams.get_mut(&stream) else { return Ok(()) };
+        debug_assert!(bytes <= state.waiting_bytes, "stream {stream} took {bytes} of {}", state.waiting_bytes);
+        state.waiting_bytes = state.waiting_bytes.saturating_sub(bytes);
+        self.catch_up_stream(stream, kv)
     }
 
     /// Answers a progress request on `stream`: a response for no watcher in particular
     /// (watch id -1), at the current revision.
     pub fn request_progress(&mut self, stream: u64, revision: i64) {
-        self.out.push(WatchResponse { stream, watch_id: -1, revision, ..Default::default() });
+        self.send(WatchResponse { stream, watch_id: -1, revision, ..Default::default() });
     }
 
     /// One progress-notification round: every watcher that asked for them and was sent
-    /// nothing since the last round, and is caught up, gets an empty response at `revision`.
+    /// nothing since the last round, and is caught up, gets an empty response at `revision`
+    /// (unless its stream is full: the notification is only a hint).
     pub fn notify_progress(&mut self, revision: i64) {
         let mut quiet = Vec::new();
         for (&key, w) in self.watchers.iter_mut() {
@@ -209,17 +284,52 @@ impl WatchHub {
             w.sent_recently = false;
         }
         for key in quiet {
-            self.respond(key, WatchResponse { revision, ..Default::default() });
-            self.watchers.get_mut(&key).expect("present").sent_recently = false;
+            if self.has_room(key.0) {
+                self.respond(key, WatchResponse { revision, ..Default::default() });
+                self.watchers.get_mut(&key).expect("present").sent_recently = false;
+            }
         }
     }
 
-    /// Sends watcher `key` everything from its `next_rev` up to the store's revision.
-    fn catch_up<B: Backend>(&mut self, key: WatcherKey, kv: &KvStore<B>) -> Result<(), MvccError> {
+    /// One round of catching up every stream with room (at each tick, and after a snapshot
+    /// replaced the store).
+    pub fn catch_up<B: Backend>(&mut self, kv: &KvStore<B>) -> Result<(), MvccError> {
+        let behind: Vec<WatcherKey> =
+            self.watchers.iter().filter(|(_, w)| w.next_rev <= kv.current_revision()).map(|(&k, _)| k).collect();
+        self.catch_up_watchers(behind, kv)
+    }
+
+    /// Catches the watchers of `stream` up as far as its room allows.
+    fn catch_up_stream<B: Backend>(&mut self, stream: u64, kv: &KvStore<B>) -> Result<(), MvccError> {
         let current = kv.current_revision();
-        let Some(w) = self.watchers.get(&key) else { return Ok(()) };
+        let behind: Vec<WatcherKey> = self
+            .watchers
+            .range((stream, i64::MIN)..=(stream, i64::MAX))
+            .filter(|(_, w)| w.next_rev <= current)
+            .map(|(&k, _)| k)
+            .collect();
+        self.catch_up_watchers(behind, kv)
+    }
+
+    /// Sends `behind`, in turn and while their streams have room, batches of the history
+    /// they miss; at most `MAX_CATCH_UP_STEPS` batches in all.
+    fn catch_up_watchers<B: Backend>(&mut self, behind: Vec<WatcherKey>, kv: &KvStore<B>) -> Result<(), MvccError> {
+        let mut steps = 0;
+        for key in behind {
+            while steps < MAX_CATCH_UP_STEPS && self.has_room(key.0) && self.catch_up_step(key, kv)? {
+                steps += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends watcher `key` one batch of the history it misses; returns whether it is still
+    /// behind afterwards.
+    fn catch_up_step<B: Backend>(&mut self, key: WatcherKey, kv: &KvStore<B>) -> Result<bool, MvccError> {
+        let current = kv.current_revision();
+        let Some(w) = self.watchers.get(&key) else { return Ok(false) };
         if w.next_rev > current {
-            return Ok(());
+            return Ok(false);
         }
         if w.next_rev < kv.compact_revision() {
             let compacted = WatchResponse {
@@ -232,10 +342,13 @@ impl WatchHub {
             };
             self.respond(key, compacted);
             self.watchers.remove(&key);
-            return Ok(());
+            return Ok(false);
         }
+        let to = current.min(w.next_rev.saturating_add(self.limits.batch_revisions - 1));
+        let (history, read_upto) = kv.events(w.next_rev, to, self.limits.batch_bytes)?;
+        debug_assert!(read_upto >= w.next_rev && read_upto <= to);
         let mut events = Vec::new();
-        for mut event in kv.events(w.next_rev, current)? {
+        for mut event in history {
             if !w.wants(&event) {
                 continue;
             }
@@ -244,25 +357,16 @@ impl WatchHub {
             }
             events.push(event);
         }
-        self.watchers.get_mut(&key).expect("present").next_rev = current + 1;
+        self.watchers.get_mut(&key).expect("present").next_rev = read_upto + 1;
         if !events.is_empty() {
             self.respond(key, WatchResponse { revision: current, events, ..Default::default() });
         }
-        Ok(())
+        Ok(read_upto < current)
     }
 
-    /// Sends every watcher that is behind the store (after a snapshot replaced it) its
-    /// missing history.
-    pub fn resync<B: Backend>(&mut self, kv: &KvStore<B>) -> Result<(), MvccError> {
-        let keys: Vec<WatcherKey> = self.watchers.keys().copied().collect();
-        for key in keys {
-            self.catch_up(key, kv)?;
-        }
-        Ok(())
-    }
-
-    /// Delivers the events of one newly applied revision, reading from `kv` the previous
-    /// versions that watchers asking for them need and the events do not carry.
+    /// Delivers the events of one newly applied revision to the watchers in step with the
+    /// store, reading from `kv` the previous versions that watchers asking for them need and
+    /// the events do not carry. A watcher whose stream is full falls behind instead.
     pub fn notify<B: Backend>(&mut self, revision: i64, events: &[Event], kv: &KvStore<B>) -> Result<(), MvccError> {
         if events.is_empty() {
             return Ok(());
@@ -271,10 +375,10 @@ impl WatchHub {
         let mut with_prev: Option<Vec<Event>> = None;
         let mut responses = Vec::new();
         for (&key, w) in self.watchers.iter_mut() {
-            if w.next_rev > revision {
+            // A watcher behind the store catches up from it; one starting later waits.
+            if w.next_rev != revision {
                 continue;
             }
-            w.next_rev = revision + 1;
             let source = if w.spec.prev_kv {
                 match &with_prev {
                     Some(events) => events,
@@ -285,7 +389,11 @@ impl WatchHub {
             };
             let matching: Vec<Event> =
                 source.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).skip(usize::from(skip)).collect();
-            if !matching.is_empty() {
+            let full = self.streams.get(&key.0).is_some_and(|s| s.waiting_bytes >= self.limits.stream_bytes);
+            if matching.is_empty() || !full {
+                w.next_rev = revision + 1;
+            }
+            if !matching.is_empty() && !full {
                 responses.push((key, WatchResponse { revision, events: matching, ..Default::default() }));
             }
         }

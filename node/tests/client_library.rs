@@ -1,6 +1,7 @@
 //! A maintained etcd client library — the `etcd-client` crate (tonic) — against a `keel`
 //! process: KV with options, transactions, etcd's errors, a watch stream with several
-//! watchers, and a lease kept alive over the keep-alive stream.
+//! watchers, a watch catching up on 12 MB of history, and a lease kept alive over the
+//! keep-alive stream.
 
 mod common;
 
@@ -102,6 +103,28 @@ fn watch_stream_with_several_watchers() {
         stream.cancel(0).await.unwrap();
         let canceled = stream.message().await.unwrap().unwrap();
         assert!(canceled.canceled() && canceled.watch_id() == 0);
+    });
+}
+
+/// A watcher starting at the first revision of 3,000 puts of 4 KiB gets them all, in batches
+/// the client's default 4 MiB receive limit accepts (as one response, it refused them all).
+#[test]
+fn a_watch_catching_up_on_a_long_history_gets_it_in_batches() {
+    with_client(async |mut client| {
+        for i in 0..3000 {
+            client.put(format!("h/{i:04}"), vec![b'v'; 4096], None).await.unwrap();
+        }
+        let options = WatchOptions::new().with_prefix().with_start_revision(1);
+        let mut stream = client.watch("h/", Some(options)).await.unwrap();
+        assert!(stream.message().await.unwrap().unwrap().created());
+        let (mut events, mut responses) = (0, 0);
+        while events < 3000 {
+            let response = stream.message().await.expect("a response the client accepts").unwrap();
+            responses += 1;
+            events += response.events().len();
+        }
+        assert_eq!(events, 3000);
+        assert!(responses > 3, "{responses} responses");
     });
 }
 

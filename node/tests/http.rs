@@ -3,52 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{ok, Keel};
-
-/// Sends one request (closing the connection) and returns the status code and body; a
-/// streamed response is read for `read_for` and then cut.
-fn http(endpoint: &str, method: &str, path: &str, body: &str, read_for: Duration) -> (u16, String) {
-    let address = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).expect("connects");
-    stream.set_read_timeout(Some(read_for)).expect("timeout");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("sent");
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => response.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8(response).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    (status, body)
-}
-
-/// The payload of a chunked body (possibly cut short).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
+use common::{http, ok, Keel};
 
 const SHORT: Duration = Duration::from_secs(10);
 

@@ -5,6 +5,7 @@
 //! messages on top of madsim's own latency and partitions. Clients are madsim nodes too, so
 //! partitions and crashes cut them off like real clients.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use keel_api::EtcdError;
 use keel_net::Transport;
-use keel_node::{Node, NodeConfig, Reply, Request, Wake, WatchCreate, WatchResponse};
+use keel_node::{Node, NodeConfig, Reply, Request, Wake, WatchCreate, WatchLimits, WatchResponse};
 use keel_raft::{Message, Plants};
 use keel_storage::backend::MemBackend;
 use keel_storage::rocks::RocksBackend;
@@ -214,9 +215,12 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
     config.plants = env.plants;
     config.request_timeout_ms = 3_000;
     config.max_writes_in_flight = writes_in_flight;
+    // Small enough that slow watch clients fill their streams and catch up in many batches.
+    config.watch = WatchLimits { stream_bytes: 2048, batch_revisions: 8, batch_bytes: 1024 };
     let tick = Duration::from_secs_f64(config.tick_ms as f64 / 1000.0 / clock.rate);
     let rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "node", id << 32 | boot));
     let transport_rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "transport", id << 32 | boot));
+    let routes_rng = ChaCha8Rng::seed_from_u64(sub_seed(env.seed, "routes", id << 32 | boot));
     let now = || keel_node::Clock::now_ms(&clock);
     let mut node = match Node::open(config, disk, backend, rng).await {
         Ok(node) => node,
@@ -252,13 +256,18 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
         }
     });
     let mut transport = SimTransport { endpoint: endpoint.clone(), rng: transport_rng, chaos: env.chaos.clone() };
-    let mut routes = Routes::default();
+    let mut routes = Routes::new(routes_rng);
     let mut input = None;
     loop {
         // Take whatever is already queued: one ready (one WAL write) for all of it.
         while let Some(next) = input.take().or_else(|| inputs.try_recv().ok()) {
             match next {
-                Input::Tick => node.tick(now()),
+                Input::Tick => {
+                    node.tick(now());
+                    for (stream, bytes) in routes.read_by_clients(true, &endpoint).await {
+                        node.watch_consumed(stream, bytes);
+                    }
+                }
                 Input::Peer(frame) => {
                     env.recorder.lock().expect("recorder").trace("deliver", &frame);
                     match keel_net::decode(&frame) {
@@ -272,7 +281,7 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
                     node.request(routes.next_token, request, now(), Some(now() + timeout_ms));
                 }
                 Input::Client(from, ToServer::Watch(stream, spec)) => {
-                    routes.streams.insert(stream, (from, 0));
+                    routes.open_stream(stream, from);
                     if let Err(e) = node.watch(stream, spec) {
                         return stop(&env, &slot, id, e.to_string()).await;
                     }
@@ -302,6 +311,9 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
             Err(e) => return stop(&env, &slot, id, e.to_string()).await,
         };
         routes.deliver(node.take_output(), &env, id, &endpoint).await;
+        for (stream, bytes) in routes.read_by_clients(false, &endpoint).await {
+            node.watch_consumed(stream, bytes);
+        }
         if finished || started {
             continue;
         }
@@ -313,18 +325,50 @@ pub async fn run_server(slot: Arc<Mutex<ServerSlot>>, env: ServerEnv, clock: Ske
     }
 }
 
+/// A watch stream's way to its client, and how fast that client reads.
+struct StreamRoute {
+    to: SocketAddr,
+    /// Responses sent so far (the client's sequence numbers).
+    sent: u64,
+    /// Responses the client has not read yet, oldest first.
+    unread: VecDeque<WatchResponse>,
+    /// Bytes the client reads per tick (None: everything, as soon as it arrives).
+    bytes_per_tick: Option<usize>,
+    /// Bytes a slow client may still read.
+    allowance: usize,
+}
+
 /// Where a server's answers go.
-#[derive(Default)]
 struct Routes {
-    /// Watch streams: client address and the last sequence number sent.
-    streams: std::collections::BTreeMap<u64, (SocketAddr, u64)>,
+    /// Watch streams.
+    streams: std::collections::BTreeMap<u64, StreamRoute>,
     /// Requests in progress: client address and the client's token.
     tokens: std::collections::BTreeMap<u64, (SocketAddr, u64)>,
     next_token: u64,
+    /// Draws each stream's reading speed.
+    rng: ChaCha8Rng,
 }
 
 impl Routes {
-    /// Records what the node did and sends its answers and watch responses.
+    fn new(rng: ChaCha8Rng) -> Routes {
+        Routes { streams: Default::default(), tokens: Default::default(), next_token: 0, rng }
+    }
+
+    /// A watch request came on `stream` from `to`: a new stream gets a reading speed, fast
+    /// or (now and then) slow enough to fill the stream.
+    fn open_stream(&mut self, stream: u64, to: SocketAddr) {
+        let rng = &mut self.rng;
+        self.streams.entry(stream).or_insert_with(|| StreamRoute {
+            to,
+            sent: 0,
+            unread: VecDeque::new(),
+            bytes_per_tick: rng.gen_bool(0.3).then(|| rng.gen_range(10..400)),
+            allowance: 0,
+        });
+    }
+
+    /// Records what the node did and sends its answers; queues its watch responses for their
+    /// clients to read.
     async fn deliver(&mut self, output: keel_node::Output, env: &ServerEnv, id: u64, endpoint: &Endpoint) {
         {
             let mut rec = env.recorder.lock().expect("recorder");
@@ -341,12 +385,40 @@ impl Routes {
             }
         }
         for response in output.watch {
-            if let Some((to, seq)) = self.streams.get_mut(&response.stream) {
-                *seq += 1;
-                let msg = ToClient::Watch(*seq, response);
-                let _ = endpoint.send_to_raw(*to, TAG_TO_CLIENT, Box::new(msg)).await;
+            if let Some(route) = self.streams.get_mut(&response.stream) {
+                route.unread.push_back(response);
             }
         }
+    }
+
+    /// The watch clients read what they have waiting: fast ones all of it, slow ones (only at
+    /// a tick) their share. Returns the bytes each stream's client took, for the node.
+    async fn read_by_clients(&mut self, tick: bool, endpoint: &Endpoint) -> Vec<(u64, usize)> {
+        let mut taken = Vec::new();
+        for (&stream, route) in self.streams.iter_mut() {
+            match route.bytes_per_tick {
+                None => route.allowance = usize::MAX,
+                // A slow client saves up to read the next response (bounded by one response).
+                Some(bytes) if tick => {
+                    let next = route.unread.front().map_or(0, |r| r.bytes);
+                    route.allowance = (route.allowance + bytes).min(next.max(bytes));
+                }
+                Some(_) => continue,
+            }
+            let mut bytes = 0;
+            while route.unread.front().is_some_and(|r| r.bytes <= route.allowance) {
+                let response = route.unread.pop_front().expect("checked");
+                route.allowance -= response.bytes;
+                bytes += response.bytes;
+                route.sent += 1;
+                let msg = ToClient::Watch(route.sent, response);
+                let _ = endpoint.send_to_raw(route.to, TAG_TO_CLIENT, Box::new(msg)).await;
+            }
+            if bytes > 0 {
+                taken.push((stream, bytes));
+            }
+        }
+        taken
     }
 }
 

@@ -238,13 +238,6 @@ impl Backend for SimBackend {
         }
     }
 
-    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> BackendResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        match self {
-            SimBackend::Rocks(r) => r.scan(table, start, end),
-            mem => mem.with_mem(|m| m.scan(table, start, end)).expect("mem"),
-        }
-    }
-
     fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> BackendResult<()> {
         match self {
             SimBackend::Rocks(r) => r.visit(table, start, end, visit),

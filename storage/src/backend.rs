@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 
 /// The tables (column families) of the keyspace.
@@ -76,8 +77,8 @@ impl WriteBatch {
     }
 }
 
-/// What [`Backend::visit`] calls with each entry's key and value.
-pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+/// What [`Backend::visit`] calls with each entry's key and value; it says whether to go on.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
 
 /// A sync under way ([`Backend::start_sync`]): it borrows nothing, so the caller may go on
 /// reading and writing while the storage works.
@@ -87,15 +88,18 @@ pub type PendingSync = Pin<Box<dyn Future<Output = Result<()>>>>;
 pub trait Backend {
     /// The value of `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Entries with `start <= key < end` (no upper bound when `end` is empty), in key order.
-    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Hands `visit` the entries `scan` would return, one at a time, without holding them
-    /// all (for walks over a whole table); stops at the first error `visit` returns.
-    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
-        for (k, v) in self.scan(table, start, end)? {
-            visit(&k, &v)?;
-        }
-        Ok(())
+    /// Hands `visit` the entries with `start <= key < end` (no upper bound when `end` is
+    /// empty), in key order, one at a time, without holding them all; stops when `visit`
+    /// says so or fails.
+    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()>;
+    /// The entries [`Backend::visit`] would hand out, all at once.
+    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.visit(table, start, end, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
     }
     /// Applies `batch` atomically (not necessarily durably).
     fn write(&mut self, batch: WriteBatch) -> Result<()>;
@@ -190,13 +194,14 @@ impl Backend for MemBackend {
         Ok(self.current.get(&table).and_then(|t| t.get(key).cloned()))
     }
 
-    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let Some(t) = self.current.get(&table) else { return Ok(Vec::new()) };
-        let range = t.range(start.to_vec()..);
-        Ok(range
-            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+    fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+        let Some(t) = self.current.get(&table) else { return Ok(()) };
+        for (k, v) in t.range(start.to_vec()..).take_while(|(k, _)| end.is_empty() || k.as_slice() < end) {
+            if visit(k, v)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {

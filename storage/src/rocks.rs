@@ -133,15 +133,6 @@ impl Backend for RocksBackend {
         self.db.get_cf(self.cf(table), key).map_err(err)
     }
 
-    fn scan(&self, table: Table, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        self.visit(table, start, end, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     fn visit(&self, table: Table, start: &[u8], end: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
         let mut items = self.db.raw_iterator_cf(self.cf(table));
         items.seek(start);
@@ -149,7 +140,9 @@ impl Backend for RocksBackend {
             if !end.is_empty() && k >= end {
                 break;
             }
-            visit(k, v)?;
+            if visit(k, v)?.is_break() {
+                break;
+            }
             items.next();
         }
         items.status().map_err(err)

@@ -58,6 +58,8 @@ pub enum Input {
     CancelWatch(u64, i64),
     /// A progress request on a stream.
     WatchProgress(u64),
+    /// A watch stream's client took this many bytes of its responses.
+    WatchConsumed(u64, usize),
     /// A watch stream closed: drop its watchers.
     CloseWatchStream(u64),
     /// A frame from peer `from`.
@@ -229,6 +231,7 @@ impl Actor {
                 self.node.cancel_watch(stream, watch_id);
             }
             Input::WatchProgress(stream) => self.node.request_watch_progress(stream),
+            Input::WatchConsumed(stream, bytes) => self.node.watch_consumed(stream, bytes),
             Input::CloseWatchStream(stream) => {
                 self.watch_streams.remove(&stream);
                 self.node.close_watch_stream(stream);

@@ -10,8 +10,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::StreamExt;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -27,7 +26,12 @@ use super::grpc::{self, Shared};
 use super::http::reply;
 
 /// An HTTP/1.1 response body: whole or streamed.
-pub type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
+pub type HttpBody = std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = Infallible>>>;
+
+/// Boxes a body as an [`HttpBody`] (bodies stay on the executor's thread: none need be `Send`).
+pub fn boxed(body: impl hyper::body::Body<Data = Bytes, Error = Infallible> + 'static) -> HttpBody {
+    Box::pin(body)
+}
 
 /// The HTTP status grpc-gateway gives a gRPC code.
 fn http_status(code: Code) -> StatusCode {
@@ -61,7 +65,7 @@ struct WatchLine {
 fn json_error(status: &Status) -> Response<HttpBody> {
     let body = ErrorBody { error: &status.message, message: &status.message, code: status.code as i32 };
     let json = serde_json::to_string(&body).expect("serializes");
-    reply(http_status(status.code), "application/json", json).map(BodyExt::boxed_unsync)
+    reply(http_status(status.code), "application/json", json).map(boxed)
 }
 
 /// A unary call with JSON in and out.
@@ -80,7 +84,7 @@ where
     match answer {
         Ok(response) => {
             let json = serde_json::to_string(&response).expect("messages serialize");
-            reply(StatusCode::OK, "application/json", json).map(BodyExt::boxed_unsync)
+            reply(StatusCode::OK, "application/json", json).map(boxed)
         }
         Err(status) => json_error(&status),
     }
@@ -102,20 +106,28 @@ fn watch(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
         node.watch_input(Input::CloseWatchStream(stream));
         return json_error(&Status::new(Code::InvalidArgument, "a watch needs a create_request"));
     }
-    let (lines, body) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+    // Each line carries the bytes its response counts against the stream, reported to the
+    // node's watch hub once hyper takes the line (hyper takes no more while the client does
+    // not read, and the hub then holds its events back).
+    let (lines, body) = mpsc::unbounded::<(Bytes, usize)>();
+    let forward = node.clone();
     glommio::spawn_local(async move {
         while let Some(r) = events.next().await {
-            let result = grpc::watch_response(&r, &node.header_info());
+            let result = grpc::watch_response(&r, &forward.header_info());
             let mut line = serde_json::to_string(&WatchLine { result }).expect("serializes");
             line.push('\n');
-            if lines.unbounded_send(Ok(Frame::data(Bytes::from(line)))).is_err() {
+            if lines.unbounded_send((Bytes::from(line), r.bytes)).is_err() {
                 break;
             }
         }
-        node.watch_input(Input::CloseWatchStream(stream));
+        forward.watch_input(Input::CloseWatchStream(stream));
     })
     .detach();
-    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
+    let taken = body.map(move |(line, bytes)| {
+        node.watch_input(Input::WatchConsumed(stream, bytes));
+        Ok::<_, Infallible>(Frame::data(line))
+    });
+    let mut response = Response::new(boxed(StreamBody::new(taken)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
@@ -145,6 +157,6 @@ pub async fn handle(path: &str, body: &[u8], ctx: &Shared) -> Response<HttpBody>
         }
         "/v3/maintenance/status" => call::<pb::StatusRequest, pb::StatusResponse>(Method::Status, body, ctx).await,
         "/v3/watch" => watch(body, ctx),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not Found\n").map(BodyExt::boxed_unsync),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not Found\n").map(boxed),
     }
 }

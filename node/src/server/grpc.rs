@@ -1,16 +1,18 @@
 //! The gRPC endpoint: HTTP/2 requests to etcd's RPC paths, answered with gRPC framing and
 //! status trailers.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
-use futures::StreamExt;
+use futures::stream::LocalBoxStream;
+use futures::{SinkExt, Stream, StreamExt};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -26,6 +28,11 @@ use super::members::Members;
 use super::metrics::{HandledLabels, Metrics, RpcLabels};
 use crate::service;
 
+/// The most messages a streamed call's producer may have queued for its client: a client that
+/// does not read stops the producer (and so the reading of its requests), and HTTP/2 flow
+/// control stops the client.
+const STREAM_QUEUE: usize = 16;
+
 /// What a streaming call's producer sends to its response body.
 enum StreamItem {
     /// One framed message.
@@ -39,7 +46,7 @@ enum StreamItem {
 /// as grpc-go ends it.
 pub struct GrpcBody {
     message: Option<Bytes>,
-    stream: Option<mpsc::UnboundedReceiver<StreamItem>>,
+    stream: Option<LocalBoxStream<'static, StreamItem>>,
     deadline: Option<glommio::timer::Timer>,
     trailers: Option<HeaderMap>,
     /// Run when hyper is done with the body: the call is over (answered, or its client gone).
@@ -124,9 +131,9 @@ fn success(message: Vec<u8>) -> Response<GrpcBody> {
 }
 
 /// A streamed answer: the messages `stream` yields, until it ends or `timeout` passes.
-fn streamed(stream: mpsc::UnboundedReceiver<StreamItem>, timeout: Option<Duration>) -> GrpcBody {
+fn streamed(stream: impl Stream<Item = StreamItem> + 'static, timeout: Option<Duration>) -> GrpcBody {
     let deadline = timeout.map(glommio::timer::Timer::new);
-    GrpcBody { message: None, stream: Some(stream), deadline, trailers: None, on_close: None }
+    GrpcBody { message: None, stream: Some(stream.boxed_local()), deadline, trailers: None, on_close: None }
 }
 
 /// The messages of a request body, decoded as they arrive.
@@ -263,8 +270,10 @@ async fn member_call(
 
 /// Lease.LeaseKeepAlive: each request renews its lease and is answered on the stream; an
 /// unknown or expired lease answers TTL 0, as etcd does.
-fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize, timeout: Option<Duration>) -> Response<GrpcBody> {
-    let (tx, rx) = mpsc::unbounded();
+fn keep_alive(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<GrpcBody> {
+    let (node, max_message) = (ctx.node.clone(), max_message(ctx.max_request));
+    let messages = ctx.metrics.messages(&rpc_labels(Method::LeaseKeepAlive));
+    let (mut tx, rx) = mpsc::channel(STREAM_QUEUE);
     glommio::spawn_local(async move {
         let mut requests = RequestStream::new(body, max_message);
         let end = loop {
@@ -273,6 +282,7 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize, timeout: Opt
                 Ok(None) => break Status::ok(),
                 Err(status) => break status,
             };
+            messages.received.inc();
             let info = node.header_info();
             let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }, None).await {
                 Ok(reply) => service::unary_response(&reply, &info),
@@ -284,14 +294,16 @@ fn keep_alive(body: Incoming, node: NodeHandle, max_message: usize, timeout: Opt
             };
             match response {
                 Ok(bytes) => {
-                    if tx.unbounded_send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).is_err() {
+                    // Waits while the client is not reading; no further request is read meanwhile.
+                    if tx.send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).await.is_err() {
                         return; // the client went away
                     }
+                    messages.sent.inc();
                 }
                 Err(status) => break status,
             }
         };
-        let _ = tx.unbounded_send(StreamItem::End(end));
+        let _ = tx.send(StreamItem::End(end)).await;
     })
     .detach();
     response(streamed(rx, timeout))
@@ -307,7 +319,7 @@ const SNAPSHOT_PAGE: usize = 512;
 /// Maintenance.Snapshot: the store's image, zero-padded to whole pages, in chunks, then its
 /// SHA-256 digest as the last 32 bytes, as etcd appends it for `snapshot restore` to verify.
 fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
-    let (tx, rx) = mpsc::unbounded();
+    let (mut tx, rx) = mpsc::channel(STREAM_QUEUE);
     glommio::spawn_local(async move {
         let end = match node.ask(actor::Input::Snapshot).await {
             Ok(mut image) => {
@@ -321,7 +333,7 @@ fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
                     let message =
                         pb::SnapshotResponse { header, remaining_bytes: remaining as u64, blob: chunk.to_vec() };
                     let framed = Bytes::from(frame_encoded(&message.encode_to_vec()));
-                    if tx.unbounded_send(StreamItem::Message(framed)).is_err() {
+                    if tx.send(StreamItem::Message(framed)).await.is_err() {
                         return; // the client went away
                     }
                 }
@@ -329,7 +341,7 @@ fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
             }
             Err(e) => Status::from(&e),
         };
-        let _ = tx.unbounded_send(StreamItem::End(end));
+        let _ = tx.send(StreamItem::End(end)).await;
     })
     .detach();
     response(streamed(rx, timeout))
@@ -403,33 +415,86 @@ pub fn next_watch_stream() -> u64 {
     NEXT_WATCH_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Bytes of a watch stream's responses on their way to its client, shared by the tasks that
+/// serve the stream. The node core stops sending the stream events once its client has
+/// `limit` bytes or more to take (counting the same bytes); the request reader waits then
+/// too, so a client that does not read cannot make the member read its requests either.
+pub struct Backlog {
+    bytes: Cell<usize>,
+    limit: usize,
+    reader: Cell<Option<Waker>>,
+}
+
+impl Backlog {
+    /// An empty backlog of a stream that is full at `limit` bytes.
+    pub fn new(limit: usize) -> Rc<Backlog> {
+        Rc::new(Backlog { bytes: Cell::new(0), limit, reader: Cell::new(None) })
+    }
+
+    /// `bytes` more are on their way.
+    pub fn add(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes);
+    }
+
+    /// The client took `bytes`; a reader waiting for room goes on if there is some now.
+    pub fn take(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+        if self.bytes.get() < self.limit {
+            if let Some(reader) = self.reader.take() {
+                reader.wake();
+            }
+        }
+    }
+
+    /// Waits until the stream is not full.
+    async fn room(&self) {
+        std::future::poll_fn(|cx| {
+            if self.bytes.get() < self.limit {
+                return Poll::Ready(());
+            }
+            self.reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Watch.Watch: one bidirectional stream multiplexing watchers. Requests create and cancel
-/// watchers; the node's watch hub feeds events, in order, into the response stream.
-fn watch(body: Incoming, node: NodeHandle, max_request: usize, timeout: Option<Duration>) -> Response<GrpcBody> {
+/// watchers; the node's watch hub feeds events, in order, into the response stream. Each
+/// response the client takes is reported to the hub (which holds back events, and later
+/// catches the watchers up from the store, while the client has too much to take).
+fn watch(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<GrpcBody> {
+    let (node, max_request) = (ctx.node.clone(), ctx.max_request);
+    let messages = ctx.metrics.messages(&rpc_labels(Method::Watch));
     let stream = next_watch_stream();
-    let (tx, rx) = mpsc::unbounded();
+    let (tx, rx) = mpsc::unbounded::<(StreamItem, usize)>();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
     if !node.watch_input(actor::Input::OpenWatchStream(stream, events_tx)) {
         return failure(Status::from(&EtcdError::Stopped));
     }
-    let (forward, forward_node) = (tx.clone(), node.clone());
+    let backlog = Backlog::new(ctx.watch_stream_bytes);
+    let (forward, forward_node, forward_backlog) = (tx.clone(), node.clone(), backlog.clone());
     glommio::spawn_local(async move {
         while let Some(r) = events.next().await {
+            forward_backlog.add(r.bytes);
             let response = watch_response(&r, &forward_node.header_info());
-            let pieces = if r.fragment { fragments(response, max_request) } else { vec![response] };
-            for piece in pieces {
+            let mut pieces = if r.fragment { fragments(response, max_request) } else { vec![response] };
+            let last = pieces.pop().expect("a response is at least one piece");
+            let credits = pieces.into_iter().map(|p| (p, 0)).chain([(last, r.bytes)]);
+            for (piece, credit) in credits {
                 let framed = Bytes::from(frame_encoded(&piece.encode_to_vec()));
-                if forward.unbounded_send(StreamItem::Message(framed)).is_err() {
+                if forward.unbounded_send((StreamItem::Message(framed), credit)).is_err() {
                     return;
                 }
             }
         }
     })
     .detach();
-    let closing = node.clone();
+    let (reader_node, reader_backlog) = (node.clone(), backlog.clone());
     glommio::spawn_local(async move {
         let mut requests = RequestStream::new(body, max_message(max_request));
         let end = loop {
+            reader_backlog.room().await;
             let request = match requests.next::<pb::WatchRequest>().await {
                 Ok(Some(request)) => request,
                 // The client sent its last request: its watchers go on until it leaves (or its
@@ -437,17 +502,30 @@ fn watch(body: Incoming, node: NodeHandle, max_request: usize, timeout: Option<D
                 Ok(None) => return,
                 Err(status) => break status,
             };
+            messages.received.inc();
             let Some(input) = watch_input(stream, request) else { continue };
-            if !node.watch_input(input) {
+            if !reader_node.watch_input(input) {
                 break Status::from(&EtcdError::Stopped);
             }
         };
-        let _ = tx.unbounded_send(StreamItem::End(end));
+        let _ = tx.unbounded_send((StreamItem::End(end), 0));
     })
     .detach();
-    let mut body = streamed(rx, timeout);
+    let taken_node = node.clone();
+    let sent = ctx.metrics.messages(&rpc_labels(Method::Watch)).sent;
+    let taken = rx.map(move |(item, credit)| {
+        if matches!(item, StreamItem::Message(_)) {
+            sent.inc();
+        }
+        if credit > 0 {
+            backlog.take(credit);
+            taken_node.watch_input(actor::Input::WatchConsumed(stream, credit));
+        }
+        item
+    });
+    let mut body = streamed(taken, timeout);
     body.on_close = Some(Box::new(move || {
-        closing.watch_input(actor::Input::CloseWatchStream(stream));
+        node.watch_input(actor::Input::CloseWatchStream(stream));
     }));
     response(body)
 }
@@ -468,6 +546,9 @@ pub struct Shared {
     pub metrics: Rc<Metrics>,
     /// Largest request accepted (`--max-request-bytes`).
     pub max_request: usize,
+    /// Bytes of responses a watch stream may have on their way before it is full (the node
+    /// core's bound).
+    pub watch_stream_bytes: usize,
 }
 
 /// The labels of `method` (path `/package.Service/Method`).
@@ -506,8 +587,8 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
     let node = ctx.node.clone();
     // The bidirectional streams read their requests to the end themselves.
     match method {
-        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), node, max_message, timeout)),
-        Method::Watch => return Ok(watch(request.into_body(), node, ctx.max_request, timeout)),
+        Method::LeaseKeepAlive => return Ok(keep_alive(request.into_body(), &ctx, timeout)),
+        Method::Watch => return Ok(watch(request.into_body(), &ctx, timeout)),
         _ => {}
     }
     let mut requests = RequestStream::new(request.into_body(), max_message);
@@ -538,6 +619,11 @@ async fn answer_unary(
     };
     let labels = rpc_labels(method);
     ctx.metrics.handling_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    let messages = ctx.metrics.messages(&labels);
+    messages.received.inc();
+    if answer.is_ok() {
+        messages.sent.inc();
+    }
     let code = answer.as_ref().err().map_or(Code::Ok, |status| status.code);
     let handled = HandledLabels {
         grpc_type: labels.grpc_type,

@@ -66,5 +66,5 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     };
-    Ok(whole.map(BodyExt::boxed_unsync))
+    Ok(whole.map(gateway::boxed))
 }

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub handled: Family<HandledLabels, Counter>,
     /// Seconds from request to answer, by method (unary calls).
     pub handling_seconds: Family<RpcLabels, Histogram>,
+    /// Request messages read, by method (streams count each one).
+    msg_received: Family<RpcLabels, Counter>,
+    /// Response messages sent, by method.
+    msg_sent: Family<RpcLabels, Counter>,
     /// Seconds per WAL fdatasync.
     pub wal_fsync_seconds: Histogram,
     /// Seconds to apply one batch of committed entries.
@@ -62,6 +66,14 @@ pub struct Metrics {
     resident_bytes: Gauge,
 }
 
+/// The message counters of one RPC: received, sent.
+pub struct MessageCounters {
+    /// Request messages read.
+    pub received: Counter,
+    /// Response messages sent.
+    pub sent: Counter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
@@ -75,6 +87,14 @@ impl Default for Metrics {
             "Response latency of unary RPCs handled by the server",
             handling_seconds.clone(),
         );
+        let msg_received = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "grpc_server_msg_received",
+            "RPC stream messages received on the server",
+            msg_received.clone(),
+        );
+        let msg_sent = Family::<RpcLabels, Counter>::default();
+        registry.register("grpc_server_msg_sent", "gRPC stream messages sent by the server", msg_sent.clone());
         let wal_fsync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "etcd_disk_wal_fsync_duration_seconds",
@@ -99,6 +119,8 @@ impl Default for Metrics {
             gauge
         };
         Metrics {
+            msg_received,
+            msg_sent,
             has_leader: gauge(
                 &mut registry,
                 "etcd_server_has_leader",
@@ -174,6 +196,14 @@ fn resident_bytes() -> Option<u64> {
 }
 
 impl Metrics {
+    /// The message counters of the RPC labelled `labels`.
+    pub fn messages(&self, labels: &RpcLabels) -> MessageCounters {
+        MessageCounters {
+            received: self.msg_received.get_or_create(labels).clone(),
+            sent: self.msg_sent.get_or_create(labels).clone(),
+        }
+    }
+
     /// The text exposition, with the gauges read from `status`.
     pub fn render(&self, status: &MemberStatus) -> String {
         let raft = &status.raft;

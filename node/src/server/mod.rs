@@ -195,7 +195,10 @@ async fn serve(config: ServerConfig, allowed: CpuSet) -> Result<(), String> {
     node_config.watch_progress_ms = config.watch_progress_ms;
     node_config.quota_bytes = config.quota_bytes;
     let clock = SystemClock(Instant::now());
-    let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?).await.map_err(|e| e.to_string())?;
+    let watch_stream_bytes = node_config.watch.stream_bytes;
+    let mut node = Node::open(node_config, disk, backend, os_seeded_rng()?)
+        .await
+        .map_err(|e| format!("recovering {}: {e}", member_dir.display()))?;
     node.set_probe(Box::new(metrics::MetricsProbe::new(&metrics)));
     let mut members = Members::default();
     let mut peers = std::collections::BTreeMap::new();
@@ -235,8 +238,13 @@ async fn serve(config: ServerConfig, allowed: CpuSet) -> Result<(), String> {
         }
     })
     .detach();
-    let context =
-        Rc::new(grpc::Shared { node: handle.clone(), members, metrics, max_request: config.max_request_bytes });
+    let context = Rc::new(grpc::Shared {
+        node: handle.clone(),
+        members,
+        metrics,
+        max_request: config.max_request_bytes,
+        watch_stream_bytes,
+    });
     // Like etcd, clients are served once the member has published itself; until then their
     // connections wait in the listen backlog.
     let (ready_tx, ready_rx) = futures::channel::oneshot::channel::<()>();

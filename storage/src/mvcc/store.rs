@@ -18,6 +18,7 @@
 //!   the compaction revision fail with `Compacted`, above the current one with `FutureRev`.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use prost::Message;
 
@@ -146,7 +147,7 @@ impl<B: Backend> KvStore<B> {
                     leases.remove(&head.key);
                 }
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })?;
         for (key, lease) in leases {
             self.lessor.attach(lease, &key);
@@ -286,21 +287,34 @@ impl<B: Backend> KvStore<B> {
         Ok(RangeResponse { kvs, more, count })
     }
 
-    /// The changes with main revision in `[from, to]`, in order, for watch catch-up.
-    pub fn events(&self, from: i64, to: i64) -> Result<Vec<Event>> {
+    /// The changes with main revision in `[from, to]`, in order, for watch catch-up: whole
+    /// revisions only, stopping after the revision that brings their stored size to
+    /// `max_bytes`. Returns them with the last revision read (`to` if all were), so the next
+    /// read starts after it.
+    pub fn events(&self, from: i64, to: i64, max_bytes: usize) -> Result<(Vec<Event>, i64)> {
         debug_assert!(!self.unflushed, "the backend is scanned while changes are staged");
+        debug_assert!(from <= to && to <= self.current_rev, "events {from}..={to} of {}", self.current_rev);
         if from < self.compact_rev {
             return Err(MvccError::Compacted);
         }
         let start = Revision::new(from.max(1), 0).to_bytes();
         let end = Revision::new(to + 1, 0).to_bytes();
-        let mut events = Vec::new();
-        for (k, v) in self.backend.scan(Table::Kv, &start, &end)? {
-            let kv = decode_kv(&v)?;
+        let (mut events, mut bytes, mut read_upto, mut last_main) = (Vec::new(), 0, to, from - 1);
+        self.backend.visit(Table::Kv, &start, &end, &mut |k, v| {
+            let rev = Revision::from_bytes(k).ok_or_else(|| BackendError("bad revision key".into()))?;
+            if bytes >= max_bytes && rev.main > last_main {
+                // Every revision before this one is read whole, and that is enough.
+                read_upto = rev.main - 1;
+                return Ok(ControlFlow::Break(()));
+            }
+            last_main = rev.main;
+            bytes += k.len() + v.len();
+            let kv = KeyValue::decode(v).map_err(|e| BackendError(format!("undecodable key value: {e}")))?;
             let event_type = if k.get(17) == Some(&TOMBSTONE) { EventType::Delete } else { EventType::Put };
             events.push(Event { event_type: event_type as i32, kv: Some(kv), prev_kv: None });
-        }
-        Ok(events)
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok((events, read_upto))
     }
 
     /// The version of `key` visible just before revision `rev` (for a watcher's prev_kv).

@@ -266,10 +266,11 @@ fn compaction_removes_history_but_keeps_visible_versions() {
     assert_eq!(f.get("a", 0)[0].version, 3);
     assert!(matches!(f.apply(|a| a.compact(5)), Err(MvccError::Compacted)));
     assert!(matches!(f.apply(|a| a.compact(99)), Err(MvccError::FutureRev)));
-    assert!(matches!(f.store.events(3, 6), Err(MvccError::Compacted)));
+    assert!(matches!(f.store.events(3, 6, usize::MAX), Err(MvccError::Compacted)));
     // From revision 5 on, the deletion of b at 5 (kept: a watcher may start at the
     // compaction revision) and a:6 remain; a:3 stays as the version visible at 5.
-    let all = f.store.events(5, 6).unwrap();
+    let (all, read_upto) = f.store.events(5, 6, usize::MAX).unwrap();
+    assert_eq!(read_upto, 6);
     let kinds: Vec<(i32, i64)> = all.iter().map(|e| (e.event_type, e.kv.as_ref().unwrap().mod_revision)).collect();
     assert_eq!(kinds, vec![(EventType::Delete as i32, 5), (EventType::Put as i32, 6)]);
     // Reopening rebuilds the same view, versions included.
@@ -353,9 +354,14 @@ fn events_carry_every_change_in_order() {
         failure: vec![],
     };
     f.apply(|a| a.txn(&txn)).unwrap();
-    let events = f.store.events(2, 3).unwrap();
+    let (events, _) = f.store.events(2, 3, usize::MAX).unwrap();
     let kinds: Vec<_> = events.iter().map(|e| (e.event_type, e.kv.as_ref().unwrap().mod_revision)).collect();
     assert_eq!(kinds, vec![(EventType::Put as i32, 2), (EventType::Put as i32, 3), (EventType::Delete as i32, 3)]);
+    // A byte bound stops after a whole revision, never inside one.
+    let (first, read_upto) = f.store.events(2, 3, 1).unwrap();
+    assert_eq!((first.len(), read_upto), (1, 2));
+    let (rest, read_upto) = f.store.events(3, 3, 1).unwrap();
+    assert_eq!((rest.len(), read_upto), (2, 3), "one revision is never split");
     assert_eq!(f.store.prev_kv(b"a", 3).unwrap().unwrap().value, b"1");
 }
 
