@@ -228,7 +228,10 @@ impl WatchHub {
             return Ok(None);
         }
         let key = (stream, watch_id);
-        let next_rev = if spec.start_revision > 0 { spec.start_revision } else { current + 1 };
+        // As etcd: a start below the compaction revision is compacted, a negative one too (a
+        // store never compacted reports -1); zero or above it, from now on.
+        let compacted = spec.start_revision < kv.compact_revision();
+        let next_rev = if spec.start_revision > 0 || compacted { spec.start_revision } else { current + 1 };
         self.watchers.insert(key, Watcher { spec, next_rev, sent_recently: false });
         self.respond(key, WatchResponse { created: true, revision: current, ..Default::default() });
         self.catch_up_stream(stream, kv)?;
@@ -332,11 +335,11 @@ impl WatchHub {
             return Ok(false);
         }
         if w.next_rev < kv.compact_revision() {
+            // etcd's words: no cancel reason (clients read the compaction revision), no header
+            // revision, and "canceled" only for a compaction revision that is not zero.
             let compacted = WatchResponse {
-                canceled: true,
+                canceled: kv.compact_revision() != 0,
                 compact_revision: kv.compact_revision(),
-                cancel_reason: keel_api::EtcdError::Compacted.to_string(),
-                // etcd's header carries no revision here.
                 revision: 0,
                 ..Default::default()
             };

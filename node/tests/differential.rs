@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{etcdctl, free_port, wait_until, Keel};
+use common::{start_etcd, Keel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -147,37 +146,6 @@ fn commands(seed: u64, ops: usize) -> Vec<Step> {
         }
     }
     steps
-}
-
-/// Real etcd 3.4 on loopback, killed when dropped.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_etcd(dir: &Path) -> Etcd {
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let peer = format!("http://127.0.0.1:{}", free_port());
-    let child = Command::new("etcd")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .arg(format!("--initial-cluster=default={peer}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd runs (ci/setup installs etcd-server)");
-    let etcd = Etcd { child, endpoint };
-    wait_until(20, "etcd serves", || etcdctl(&etcd.endpoint, &["get", "ready"]).status.success());
-    etcd
 }
 
 /// A server under test, with the lease ids it granted so far.

@@ -281,3 +281,36 @@ pub fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Real etcd 3.4 on loopback, killed when dropped.
+pub struct Etcd {
+    pub child: Child,
+    /// Client URL.
+    pub endpoint: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts etcd 3.4 with its data in `dir`, on free ports; returns once it serves.
+pub fn start_etcd(dir: &Path) -> Etcd {
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let child = Command::new("etcd")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .arg(format!("--initial-cluster=default={peer}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd runs (ci/setup installs etcd-server)");
+    let etcd = Etcd { child, endpoint };
+    wait_until(20, "etcd serves", || etcdctl(&etcd.endpoint, &["get", "ready"]).status.success());
+    etcd
+}

@@ -31,6 +31,9 @@ const META_APPLIED: &[u8] = b"applied_index";
 const META_REVISION: &[u8] = b"current_revision";
 const META_COMPACT: &[u8] = b"compact_revision";
 const TOMBSTONE: u8 = b't';
+/// The compaction revision of a store never compacted, as etcd reports it (so compacting at
+/// revision 0 is allowed, once).
+const NEVER_COMPACTED: i64 = -1;
 
 /// Why a request failed; messages are etcd's.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,7 @@ impl<B: Backend> KvStore<B> {
             index: KeyIndex::default(),
             lessor: Lessor::default(),
             current_rev: 1,
-            compact_rev: 0,
+            compact_rev: NEVER_COMPACTED,
             applied_index: 0,
             staged: WriteBatch::default(),
             staged_kvs: BTreeMap::new(),
@@ -124,7 +127,7 @@ impl<B: Backend> KvStore<B> {
         let meta = |k| self.backend.get(Table::Meta, k);
         self.applied_index = decode_i64(meta(META_APPLIED)?) as u64;
         self.current_rev = decode_i64(meta(META_REVISION)?).max(1);
-        self.compact_rev = decode_i64(meta(META_COMPACT)?);
+        self.compact_rev = meta(META_COMPACT)?.map_or(NEVER_COMPACTED, |b| decode_i64(Some(b)));
         for (k, v) in self.backend.scan(Table::Lease, &[], &[])? {
             let id = i64::from_be_bytes(k.as_slice().try_into().map_err(|_| BackendError("bad lease key".into()))?);
             self.lessor.grant(id, decode_i64(Some(v)), None);
@@ -165,7 +168,7 @@ impl<B: Backend> KvStore<B> {
         self.current_rev
     }
 
-    /// The last compaction revision (0: never compacted).
+    /// The last compaction revision (-1: never compacted, as etcd reports it).
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev
     }
@@ -533,12 +536,23 @@ impl<B: Backend> Apply<'_, B> {
         for op in if succeeded { &req.success } else { &req.failure } {
             match &op.request {
                 Some(Request::Put(p)) => self.check_put(p)?,
-                Some(Request::Range(r)) => {
-                    self.store.check_revision(r.revision, self.read_rev())?;
-                }
+                Some(Request::Range(r)) => self.check_txn_range(r.revision)?,
                 Some(Request::Txn(inner)) => self.check_path(inner, path)?,
                 Some(Request::DeleteRange(_)) | None => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the revision of a range inside a transaction as etcd does: unlike a lone range,
+    /// which reads a revision of zero or less as the current one, any revision other than
+    /// zero below the compaction revision is compacted.
+    fn check_txn_range(&self, rev: i64) -> Result<()> {
+        if rev > self.read_rev() {
+            return Err(MvccError::FutureRev);
+        }
+        if rev != 0 && rev < self.store.compact_rev {
+            return Err(MvccError::Compacted);
         }
         Ok(())
     }

@@ -282,6 +282,32 @@ fn compaction_removes_history_but_keeps_visible_versions() {
 }
 
 #[test]
+fn a_store_never_compacted_reports_minus_one_and_may_compact_at_zero_once() {
+    let mut f = Fixture::new();
+    f.put("a", "1");
+    assert_eq!(f.store.compact_revision(), -1);
+    let reopened = KvStore::open(f.store.backend().clone()).unwrap();
+    assert_eq!(reopened.compact_revision(), -1, "never compacted, after a restart too");
+    assert!(matches!(f.apply(|a| a.compact(-1)), Err(MvccError::Compacted)));
+    f.apply(|a| a.compact(0)).unwrap();
+    assert_eq!(KvStore::open(f.store.backend().clone()).unwrap().compact_revision(), 0);
+    assert!(matches!(f.apply(|a| a.compact(0)), Err(MvccError::Compacted)));
+    // In a transaction, as in etcd, a revision below the compaction revision is compacted
+    // even when it is negative (a lone range reads it as the current revision).
+    let at = |revision: i64| TxnRequest {
+        success: vec![RequestOp::new(Request::Range(RangeRequest {
+            key: b"a".to_vec(),
+            revision,
+            ..Default::default()
+        }))],
+        ..Default::default()
+    };
+    assert!(matches!(f.apply(|a| a.txn(&at(-1))), Err(MvccError::Compacted)));
+    assert!(f.apply(|a| a.txn(&at(0))).is_ok());
+    assert_eq!(f.get("a", -1)[0].value, b"1");
+}
+
+#[test]
 fn future_revision_is_refused() {
     let f = Fixture::new();
     let req = RangeRequest { key: b"a".to_vec(), revision: 2, ..Default::default() };
