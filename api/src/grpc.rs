@@ -2,8 +2,8 @@
 //!
 //! A gRPC message travels as a 5-byte prefix (a compression flag, then the length as a
 //! big-endian u32) and the protobuf bytes; a call ends with `grpc-status` and `grpc-message`
-//! trailers. Keel does not compress, so a compressed frame is refused with `UNIMPLEMENTED`,
-//! and a frame over the receive limit with `RESOURCE_EXHAUSTED`, as grpc-go words it.
+//! trailers. Keel does not compress, so a compressed frame is refused with `INTERNAL`, and a
+//! frame over the receive limit with `RESOURCE_EXHAUSTED`, as grpc-go words them.
 
 use crate::{Code, EtcdError};
 
@@ -198,7 +198,9 @@ impl FrameDecoder {
             return Ok(None);
         }
         if self.buf[0] != 0 {
-            return Err(Status::new(Code::Unimplemented, "grpc: compressed messages are not supported"));
+            // Keel takes no grpc-encoding but identity: grpc-go's answer to a compressed
+            // message without one.
+            return Err(Status::new(Code::Internal, "grpc: compressed flag set with identity or empty encoding"));
         }
         let len = u32::from_be_bytes(self.buf[1..PREFIX].try_into().expect("4 bytes")) as usize;
         if len > self.max_message {
@@ -228,23 +230,27 @@ pub fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
     if value.len() > 9 {
         return Err(format!("transport: timeout string is too long: {value:?}"));
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
+    let (digits, unit) = value.as_bytes().split_at(value.len() - 1);
     let nanos_per_unit: u64 = match unit {
-        "H" => 3_600_000_000_000,
-        "M" => 60_000_000_000,
-        "S" => 1_000_000_000,
-        "m" => 1_000_000,
-        "u" => 1_000,
-        "n" => 1,
+        b"H" => 3_600_000_000_000,
+        b"M" => 60_000_000_000,
+        b"S" => 1_000_000_000,
+        b"m" => 1_000_000,
+        b"u" => 1_000,
+        b"n" => 1,
         _ => return Err(format!("transport: timeout unit is not recognized: {value:?}")),
     };
+    // The unit is one ASCII byte, so what comes before it is the whole rest of the string.
+    let digits = std::str::from_utf8(digits).expect("a string cut before an ASCII byte");
     let count: i32 = digits.parse().map_err(|e| format!("transport: malformed time-out {value:?}: {e}"))?;
     Ok(Duration::from_nanos(nanos_per_unit).saturating_mul(count.max(0) as u32))
 }
 
-/// Decodes a request message, answering `INVALID_ARGUMENT` for bytes that do not parse.
+/// Decodes a request message, answering `INTERNAL` for bytes that do not parse, as grpc-go
+/// does (its message names the cause in the protobuf library's words, so only its prefix is
+/// grpc-go's).
 pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, Status> {
-    M::decode(bytes).map_err(|e| Status::new(Code::InvalidArgument, format!("grpc: error unmarshalling request: {e}")))
+    M::decode(bytes).map_err(|e| Status::new(Code::Internal, format!("grpc: error unmarshalling request: {e}")))
 }
 
 #[cfg(test)]
@@ -281,7 +287,7 @@ mod tests {
         assert_eq!(err.message, "grpc: received message larger than max (22 vs. 10)");
         let mut decoder = FrameDecoder::new(10);
         decoder.push(&[1, 0, 0, 0, 0]);
-        assert_eq!(decoder.next_message().unwrap_err().code, Code::Unimplemented);
+        assert_eq!(decoder.next_message().unwrap_err().code, Code::Internal);
     }
 
     #[test]
@@ -293,7 +299,7 @@ mod tests {
         assert_eq!(parse_timeout("7n"), Ok(Duration::from_nanos(7)));
         assert_eq!(parse_timeout("+3u"), Ok(Duration::from_micros(3)));
         assert_eq!(parse_timeout("-1S"), Ok(Duration::ZERO), "already passed");
-        for bad in ["", "S", "123456789S", "10x", "1.5S", "abS"] {
+        for bad in ["", "S", "123456789S", "10x", "1.5S", "abS", "999H葽", "葽S"] {
             assert!(parse_timeout(bad).is_err(), "{bad:?}");
         }
     }

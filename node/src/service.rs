@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(got.encode_to_vec(), req.encode_to_vec());
         assert!(unary_request(Method::Status, &[]).is_none());
         let garbage = unary_request(Method::Put, &[0xff, 0xff]).unwrap().unwrap_err();
-        assert_eq!(garbage.code, Code::InvalidArgument);
+        assert_eq!(garbage.code, Code::Internal);
     }
 
     #[test]

@@ -174,6 +174,8 @@ impl RequestStream {
                 return Ok(Some(message));
             }
             match self.body.frame().await {
+                // A message begun and never finished: grpc-go's words for it.
+                None if self.decoder.pending() > 0 => return Err(Status::new(Code::Unknown, "unexpected EOF")),
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Status::new(Code::Internal, format!("reading the request: {e}"))),
                 // Trailers from the client carry nothing for us.
@@ -614,7 +616,8 @@ async fn answer_unary(
     let started = std::time::Instant::now();
     let answer = match requests.next_encoded().await {
         Ok(Some(message)) => unary(method, &message, ctx, timeout).await,
-        Ok(None) => Err(Status::new(Code::InvalidArgument, "grpc: request has no message")),
+        // grpc-go's words for a unary call that ended before its message.
+        Ok(None) => Err(Status::new(Code::Unknown, "EOF")),
         Err(status) => Err(status),
     };
     let labels = rpc_labels(method);
