@@ -31,6 +31,8 @@ const OUTBOX_FRAMES: usize = 4096;
 const BATCH_BYTES: usize = 1 << 20;
 /// Largest frame accepted (a snapshot of the whole store travels as one frame).
 const MAX_FRAME_BYTES: usize = 1 << 30;
+/// Largest first frame, the [`Hello`]: until it checks out, a connection is anyone's.
+const MAX_HELLO_BYTES: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -183,22 +185,27 @@ pub fn listen(addr: SocketAddr, cluster_id: u64, deliver: impl Fn(u64, Frame) + 
     Ok(())
 }
 
-async fn read_frame(reader: &mut BufReader<TcpStream>, scratch: &mut Vec<u8>) -> io::Result<Frame> {
+/// Reads one frame of at most `max_bytes`. The buffer grows only as the frame's bytes arrive:
+/// a length alone makes the member hold nothing.
+async fn read_frame(reader: &mut BufReader<TcpStream>, scratch: &mut Vec<u8>, max_bytes: usize) -> io::Result<Frame> {
     let mut len = [0u8; 4];
     reader.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > max_bytes {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer frame of {len} bytes is too large")));
     }
-    scratch.resize(len, 0);
-    reader.read_exact(scratch).await?;
+    scratch.clear();
+    (&mut *reader).take(len as u64).read_to_end(scratch).await?;
+    if scratch.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Frame::decode(scratch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 async fn read_from_peer(stream: TcpStream, cluster_id: u64, deliver: &dyn Fn(u64, Frame)) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut scratch = Vec::new();
-    let hello = match read_frame(&mut reader, &mut scratch).await? {
+    let hello = match read_frame(&mut reader, &mut scratch, MAX_HELLO_BYTES).await? {
         Frame::Hello(hello) if hello.cluster_id == cluster_id => hello,
         Frame::Hello(hello) => {
             tracing::warn!(
@@ -213,7 +220,7 @@ async fn read_from_peer(stream: TcpStream, cluster_id: u64, deliver: &dyn Fn(u64
     let from = hello.member_id;
     deliver(from, Frame::Hello(hello));
     loop {
-        let frame = read_frame(&mut reader, &mut scratch).await?;
+        let frame = read_frame(&mut reader, &mut scratch, MAX_FRAME_BYTES).await?;
         deliver(from, frame);
     }
 }

@@ -173,7 +173,7 @@ impl WatchHub {
 
     /// Whether `stream` can take more events now.
     fn has_room(&self, stream: u64) -> bool {
-        self.streams.get(&stream).is_none_or(|s| s.waiting_bytes < self.limits.stream_bytes)
+        has_room(&self.streams, &self.limits, stream)
     }
 
     fn respond(&mut self, key: WatcherKey, response: WatchResponse) {
@@ -392,11 +392,11 @@ impl WatchHub {
             };
             let matching: Vec<Event> =
                 source.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).skip(usize::from(skip)).collect();
-            let full = self.streams.get(&key.0).is_some_and(|s| s.waiting_bytes >= self.limits.stream_bytes);
-            if matching.is_empty() || !full {
+            let room = has_room(&self.streams, &self.limits, key.0);
+            if matching.is_empty() || room {
                 w.next_rev = revision + 1;
             }
-            if !matching.is_empty() && !full {
+            if !matching.is_empty() && room {
                 responses.push((key, WatchResponse { revision, events: matching, ..Default::default() }));
             }
         }
@@ -405,6 +405,11 @@ impl WatchHub {
         }
         Ok(())
     }
+}
+
+/// Whether `stream` has less than its budget waiting for its client.
+fn has_room(streams: &BTreeMap<u64, Stream>, limits: &WatchLimits, stream: u64) -> bool {
+    streams.get(&stream).is_none_or(|s| s.waiting_bytes < limits.stream_bytes)
 }
 
 /// `events` with each one's previous version.

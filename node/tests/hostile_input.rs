@@ -1,7 +1,8 @@
-//! Oversized, truncated and malformed input at the client port — HTTP/2 frames and gRPC
-//! messages no client library would send, and broken HTTP/1.1 — thrown at one member: each
-//! is refused (the stream, or that connection) the way a gRPC or HTTP server refuses it, and
-//! the member keeps its memory and goes on answering etcdctl.
+//! Oversized, truncated and malformed input at both ports — HTTP/2 frames and gRPC messages
+//! no client library would send and broken HTTP/1.1 at the client port, lying frames at the
+//! peer port — thrown at one member: each is refused (the stream, or that connection) the
+//! way a gRPC or HTTP server refuses it, and the member keeps its memory and goes on
+//! answering etcdctl.
 
 mod common;
 
@@ -13,21 +14,11 @@ use common::h2raw::{
     call_headers, frame, Connection, Frame, CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM,
 };
 use common::{http, ok, start_etcd, Keel};
+
 use keel_api::etcdserverpb as pb;
 use keel_api::grpc::frame_encoded;
 use loona_hpack::{Decoder, Encoder};
 use prost::Message;
-
-/// The member's resident memory, in MiB.
-fn resident_mib(keel: &Keel) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", keel.pid())).expect("the member's status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kib / 1024
-}
 
 fn address(keel: &Keel) -> String {
     address_of(&keel.endpoint)
@@ -108,7 +99,7 @@ fn hostile_http2_and_grpc_input_is_refused_and_the_member_goes_on() {
     let dir = tempfile::tempdir().expect("temp dir");
     let keel = Keel::single(dir.path());
     let address = address(&keel);
-    let before = resident_mib(&keel);
+    let before = keel.resident_mib();
 
     // A header block that names one 4000-byte table entry 10,000 times: 14 KB sent, 40 MB
     // if expanded. That request is refused; the next one on the connection is served.
@@ -134,7 +125,7 @@ fn hostile_http2_and_grpc_input_is_refused_and_the_member_goes_on() {
         assert!(connection.send(&frame(DATA, END_STREAM, 3, &range_message())));
         assert_eq!(answer(&mut connection, &mut decoder, 3), ok_status(), "the connection goes on");
     }
-    let after_bombs = resident_mib(&keel);
+    let after_bombs = keel.resident_mib();
     assert!(after_bombs < before + 50, "resident {before} MiB before, {after_bombs} MiB after 20 header bombs");
 
     // A header block over the limit as sent, and a frame over the maximum frame size: the
@@ -213,6 +204,39 @@ fn hostile_http1_input_is_refused_and_the_member_goes_on() {
     assert_eq!(status, 400, "malformed JSON: {body}");
     assert!(body.contains("\"code\":3"), "grpc-gateway's error body: {body}");
 
+    ok(&keel.endpoint, &["put", "still", "here"]);
+    assert_eq!(ok(&keel.endpoint, &["get", "still", "--print-value-only"]), "here\n");
+}
+
+/// The peer port is anyone's until a connection introduces itself: frames that claim a
+/// gigabyte and never come, garbage, a first frame that is not a hello or is a hello from
+/// another cluster — each connection is dropped, and the member holds nothing for it.
+#[test]
+fn hostile_input_at_the_peer_port_is_dropped_and_the_member_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keel = Keel::single(dir.path());
+    let before = keel.resident_mib();
+    let claims_a_gigabyte = (1u32 << 30).to_be_bytes();
+    let hello_from_elsewhere = {
+        let frame = keel_net::Frame::Hello(keel_net::Hello { cluster_id: 1, member_id: 2 }).encode();
+        [(frame.len() as u32).to_be_bytes().to_vec(), frame].concat()
+    };
+    let attempts: [Vec<u8>; 4] = [
+        claims_a_gigabyte.to_vec(),
+        [vec![0, 0, 0, 8], vec![0xde; 8]].concat(),
+        [vec![0, 0, 0, 3], vec![1, 0x0a, 0x00]].concat(),
+        hello_from_elsewhere,
+    ];
+    let mut open = Vec::new();
+    for bytes in attempts.iter().cycle().take(40) {
+        let mut tcp = TcpStream::connect(keel.peer_address()).expect("connects");
+        tcp.write_all(bytes).expect("sent");
+        open.push(tcp); // kept open: what the member holds for them must stay small
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = keel.resident_mib();
+    assert!(during < before + 50, "resident {before} MiB before, {during} MiB with hostile peer connections");
+    drop(open);
     ok(&keel.endpoint, &["put", "still", "here"]);
     assert_eq!(ok(&keel.endpoint, &["get", "still", "--print-value-only"]), "here\n");
 }

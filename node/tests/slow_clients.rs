@@ -15,17 +15,6 @@ use keel_api::etcdserverpb as pb;
 use keel_api::grpc::frame_encoded;
 use prost::Message;
 
-/// The member's resident memory, in MiB.
-fn resident_mib(keel: &Keel) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", keel.pid())).expect("the member's status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kib / 1024
-}
-
 /// An HTTP/2 connection to `keel`, driven by a task on the current runtime. The h2 client
 /// opens a stream's window only as far as the caller releases what it read, so a stream
 /// whose response is never read stops the server once its window is full.
@@ -85,7 +74,7 @@ async fn put_many(keel: &Keel, count: usize, bytes: usize) {
 #[test]
 fn watchers_that_never_read_do_not_grow_the_member() {
     with_member(async |keel| {
-        let before = resident_mib(keel);
+        let before = keel.resident_mib();
         let watchers = connect(keel).await;
         let create = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
@@ -100,13 +89,13 @@ fn watchers_that_never_read_do_not_grow_the_member() {
         }
         // 30 MB of events for each of 20 watchers: 600 MB if the member held them.
         put_many(keel, 3000, 10 * 1024).await;
-        let during = resident_mib(keel);
+        let during = keel.resident_mib();
         assert!(during < before + 200, "resident {before} MiB before, {during} MiB with 20 watchers not reading");
         // The member still serves, and lets go of the streams when their client leaves.
         put_many(keel, 10, 10).await;
         drop((streams, watchers));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = resident_mib(keel);
+        let after = keel.resident_mib();
         assert!(after <= during + 20, "resident {after} MiB once the watchers left, {during} MiB before");
     });
 }
@@ -128,7 +117,7 @@ fn a_keep_alive_stream_whose_answers_are_never_read_stops_being_read() {
     with_member(async |keel| {
         let mut client = etcd_client::Client::connect([keel.endpoint.as_str()], None).await.expect("connects");
         let lease = client.lease_grant(60, None).await.expect("granted").id();
-        let before = resident_mib(keel);
+        let before = keel.resident_mib();
         let address = keel.endpoint.trim_start_matches("http://").to_string();
         let flood = tokio::task::spawn_blocking(move || {
             let mut connection = Connection::open(&address);
@@ -162,7 +151,7 @@ fn a_keep_alive_stream_whose_answers_are_never_read_stops_being_read() {
         // The answers that fit the client's window, the member's queue and its send buffer.
         assert!(early > 0 && early < 1000, "{early} keep-alives read before the stream filled");
         assert_eq!(late, early, "the member kept reading a stream whose answers nobody takes");
-        let during = resident_mib(keel);
+        let during = keel.resident_mib();
         assert!(during < before + 40, "resident {before} MiB before, {during} MiB with answers unread");
         let renewed = client.lease_time_to_live(lease, None).await.expect("other clients are served");
         assert!(renewed.ttl() > 0);

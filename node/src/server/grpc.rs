@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::actor::{self, NodeHandle};
 use super::members::Members;
-use super::metrics::{HandledLabels, Metrics, RpcLabels};
+use super::metrics::{HandledLabels, MessageCounters, Metrics, RpcLabels};
 use crate::service;
 
 /// The most messages a streamed call's producer may have queued for its client: a client that
@@ -421,7 +421,7 @@ pub fn next_watch_stream() -> u64 {
 /// serve the stream. The node core stops sending the stream events once its client has
 /// `limit` bytes or more to take (counting the same bytes); the request reader waits then
 /// too, so a client that does not read cannot make the member read its requests either.
-pub struct Backlog {
+struct Backlog {
     bytes: Cell<usize>,
     limit: usize,
     reader: Cell<Option<Waker>>,
@@ -429,17 +429,17 @@ pub struct Backlog {
 
 impl Backlog {
     /// An empty backlog of a stream that is full at `limit` bytes.
-    pub fn new(limit: usize) -> Rc<Backlog> {
+    fn new(limit: usize) -> Rc<Backlog> {
         Rc::new(Backlog { bytes: Cell::new(0), limit, reader: Cell::new(None) })
     }
 
     /// `bytes` more are on their way.
-    pub fn add(&self, bytes: usize) {
+    fn add(&self, bytes: usize) {
         self.bytes.set(self.bytes.get() + bytes);
     }
 
     /// The client took `bytes`; a reader waiting for room goes on if there is some now.
-    pub fn take(&self, bytes: usize) {
+    fn take(&self, bytes: usize) {
         self.bytes.set(self.bytes.get().saturating_sub(bytes));
         if self.bytes.get() < self.limit {
             if let Some(reader) = self.reader.take() {
@@ -467,7 +467,7 @@ impl Backlog {
 /// catches the watchers up from the store, while the client has too much to take).
 fn watch(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<GrpcBody> {
     let (node, max_request) = (ctx.node.clone(), ctx.max_request);
-    let messages = ctx.metrics.messages(&rpc_labels(Method::Watch));
+    let MessageCounters { received, sent } = ctx.metrics.messages(&rpc_labels(Method::Watch));
     let stream = next_watch_stream();
     let (tx, rx) = mpsc::unbounded::<(StreamItem, usize)>();
     let (events_tx, mut events) = mpsc::unbounded::<crate::WatchResponse>();
@@ -504,7 +504,7 @@ fn watch(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<Gr
                 Ok(None) => return,
                 Err(status) => break status,
             };
-            messages.received.inc();
+            received.inc();
             let Some(input) = watch_input(stream, request) else { continue };
             if !reader_node.watch_input(input) {
                 break Status::from(&EtcdError::Stopped);
@@ -514,7 +514,6 @@ fn watch(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<Gr
     })
     .detach();
     let taken_node = node.clone();
-    let sent = ctx.metrics.messages(&rpc_labels(Method::Watch)).sent;
     let taken = rx.map(move |(item, credit)| {
         if matches!(item, StreamItem::Message(_)) {
             sent.inc();

@@ -168,9 +168,26 @@ impl Keel {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Where the member listens for peers (`host:port`).
+    pub fn peer_address(&self) -> String {
+        let url = self.args.iter().find_map(|a| a.strip_prefix("--listen-peer-urls=")).expect("a peer URL");
+        url.trim_start_matches("http://").to_string()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The member's resident memory, in MiB.
+    pub fn resident_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("the member's status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line");
+        kib / 1024
     }
 }
 
