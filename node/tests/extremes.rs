@@ -6,45 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use common::{start_etcd, Keel};
-use h2::client::SendRequest;
-use http::Request;
+use common::grpc::{call, connect, differences_from_etcd, send, show, Call};
+use common::Keel;
 use keel_api::etcdserverpb as pb;
-use keel_api::grpc::{frame_encoded, FrameDecoder};
 use prost::Message;
-
-/// One call: its path and request message.
-struct Call {
-    what: String,
-    path: &'static str,
-    message: Vec<u8>,
-    /// How to print the response messages.
-    show: fn(&[u8]) -> String,
-}
-
-fn call<M: Message>(what: impl Into<String>, path: &'static str, request: M, show: fn(&[u8]) -> String) -> Call {
-    Call { what: what.into(), path, message: request.encode_to_vec(), show }
-}
-
-/// A response message as `M`'s Debug form, with what differs between two servers masked.
-fn show<M: Message + Default + std::fmt::Debug>(bytes: &[u8]) -> String {
-    let text = format!("{:?}", M::decode(bytes).expect("a response message"));
-    let mut masked = String::new();
-    let mut rest = text.as_str();
-    while let Some(at) = ["cluster_id: ", "member_id: ", "raft_term: ", "hash: "]
-        .iter()
-        .filter_map(|field| rest.find(field).map(|i| i + field.len()))
-        .min()
-    {
-        masked.push_str(&rest[..at]);
-        masked.push('X');
-        rest = rest[at..].trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    masked + rest
-}
 
 fn range(what: &str, change: impl FnOnce(&mut pb::RangeRequest)) -> Call {
     let mut request = pb::RangeRequest { key: b"a".to_vec(), range_end: b"z".to_vec(), ..Default::default() };
@@ -145,70 +110,9 @@ fn show_leases(bytes: &[u8]) -> String {
     show::<pb::LeaseLeasesResponse>(&list.encode_to_vec())
 }
 
-/// Sends one call and reads its answers for up to a second: its status (code, message) if it
-/// ended, and each response message shown.
-async fn send(client: &SendRequest<Bytes>, authority: &str, call: &Call) -> String {
-    let head = Request::post(format!("http://{authority}{}", call.path))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    let mut ready = client.clone().ready().await.expect("the connection stays open");
-    let (response, mut body) = ready.send_request(head, false).expect("sends headers");
-    let streaming = call.path.ends_with("/Watch");
-    body.send_data(Bytes::from(frame_encoded(&call.message)), !streaming).expect("sends the message");
-    let mut answer = String::new();
-    let read = async {
-        let response = response.await.expect("answered");
-        // An error may come as headers alone (grpc-go's "trailers only"), or after them.
-        let head = response.headers().clone();
-        let mut received = response.into_body();
-        let mut decoder = FrameDecoder::new(64 << 20);
-        while let Some(data) = received.data().await {
-            let data = data.expect("reads the answer");
-            let _ = received.flow_control().release_capacity(data.len());
-            decoder.push(&data);
-            while let Some(message) = decoder.next_message().expect("whole messages") {
-                answer.push_str(&format!("{}\n", (call.show)(&message)));
-            }
-        }
-        let trailers = received.trailers().await.expect("trailers arrive").unwrap_or(head);
-        let text = |name: &str| trailers.get(name).map_or("", |v| v.to_str().unwrap()).to_string();
-        answer.push_str(&format!("status {} {:?}\n", text("grpc-status"), text("grpc-message")));
-    };
-    // A watch never ends by itself: what it sends at once is what it answers.
-    let wait = if streaming { Duration::from_millis(500) } else { Duration::from_secs(10) };
-    let _ = tokio::time::timeout(wait, read).await;
-    answer
-}
-
-async fn connect(endpoint: &str) -> (SendRequest<Bytes>, String) {
-    let authority = endpoint.trim_start_matches("http://").to_string();
-    let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connects");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(connection);
-    (client, authority)
-}
-
 #[test]
 fn extreme_numbers_are_answered_as_etcd_answers_them() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = start_etcd(&dir.path().join("etcd"));
-    let keel = Keel::single(&dir.path().join("keel"));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let differences = runtime.block_on(async {
-        let (etcd_client, etcd_authority) = connect(&etcd.endpoint).await;
-        let (keel_client, keel_authority) = connect(&keel.endpoint).await;
-        let mut differences = Vec::new();
-        for call in calls() {
-            let (from_etcd, from_keel) =
-                tokio::join!(send(&etcd_client, &etcd_authority, &call), send(&keel_client, &keel_authority, &call));
-            if from_etcd != from_keel {
-                differences.push(format!("{}:\n--- etcd\n{from_etcd}--- keel\n{from_keel}", call.what));
-            }
-        }
-        differences
-    });
+    let differences = differences_from_etcd(calls());
     assert!(differences.is_empty(), "{} answers differ:\n{}", differences.len(), differences.join("\n"));
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod grpc;
 pub mod h2raw;
 
 use std::fs::OpenOptions;
