@@ -703,7 +703,9 @@ impl<D: Disk, B: Backend> Node<D, B> {
                 let result = match (self.kv.lessor().get(id), self.kv.lessor().remaining_ms(id, now_ms)) {
                     (Some(lease), Some(left)) => Ok(Response::LeaseTimeToLive {
                         id,
-                        ttl: left.div_ceil(1000) as i64,
+                        // Whole seconds left, rounded down, as etcd reports them: the clock
+                        // reads whole milliseconds, so what is left is just under `left`.
+                        ttl: (left.saturating_sub(1) / 1000) as i64,
                         granted_ttl: lease.ttl_secs,
                         keys: if keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
                     }),

@@ -101,7 +101,7 @@ fn etcdctl_cluster_and_maintenance() {
 
     // etcdctl sends the endpoint URL as :authority on these calls.
     let status = ok(e, &["endpoint", "status"]);
-    assert!(status.starts_with(&format!("{e}, {id}, 3.4.0, ")), "{status}");
+    assert!(status.starts_with(&format!("{e}, {id}, 3.4.23, ")), "{status}");
     assert!(status.contains(", true, false, "), "leader, not a learner: {status}");
     ok(e, &["put", "k", "v"]);
     let hash = ok(e, &["endpoint", "hashkv"]);

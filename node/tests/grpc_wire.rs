@@ -51,15 +51,15 @@ fn requests_ended_after_their_answer_keep_the_connection_open() {
     });
 }
 
-/// A path that names no RPC is answered Unimplemented, naming the path, as grpc-go answers
-/// it, and the connection keeps serving.
+/// A path that names no RPC is answered Unimplemented, naming the method and its service, as
+/// grpc-go answers it, and the connection keeps serving.
 #[test]
 fn an_unknown_method_is_unimplemented() {
     with_keel(|address| async move {
         let client = connect(&address).await;
         let message = range_message();
         for (path, status, reason) in [
-            ("/etcdserverpb.KV/Nothing", "12", "unknown method /etcdserverpb.KV/Nothing"),
+            ("/etcdserverpb.KV/Nothing", "12", "unknown method Nothing for service etcdserverpb.KV"),
             ("/etcdserverpb.KV/Range", "0", ""),
         ] {
             let answer = unary_status(&client, call_head(&address, path), message.clone()).await;

@@ -15,7 +15,7 @@ fn health_version_and_metrics() {
     let keel = Keel::single(dir.path());
     let e = keel.endpoint.as_str();
     assert_eq!(http(e, "GET", "/health", "", SHORT), (200, r#"{"health":"true"}"#.to_string()));
-    assert_eq!(http(e, "GET", "/version", "", SHORT).1, r#"{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}"#);
+    assert_eq!(http(e, "GET", "/version", "", SHORT).1, r#"{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}"#);
     ok(e, &["put", "k", "v"]);
     let (status, metrics) = http(e, "GET", "/metrics", "", SHORT);
     assert_eq!(status, 200);

@@ -241,6 +241,20 @@ pub fn dump(backend: &dyn Backend) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The hash of everything in every table (etcd's Maintenance.Hash: members at the same
+/// applied index agree).
+pub fn hash(backend: &dyn Backend) -> Result<u32> {
+    let mut hash = 0;
+    for table in Table::ALL {
+        hash = crc32c::crc32c_append(hash, table.name().as_bytes());
+        backend.visit(table, &[], &[], &mut |k, v| {
+            hash = crc32c::crc32c_append(crc32c::crc32c_append(hash, k), v);
+            Ok(ControlFlow::Continue(()))
+        })?;
+    }
+    Ok(hash)
+}
+
 /// Replaces every table's contents with the image from [`dump`], atomically.
 pub fn restore(backend: &mut dyn Backend, image: &[u8]) -> Result<()> {
     let mut batch = WriteBatch::default();

@@ -50,6 +50,8 @@ pub enum Input {
     Status(oneshot::Sender<MemberStatus>),
     /// The store's hash at a revision (0: current): hash, compaction revision, revision.
     HashKv(i64, oneshot::Sender<Result<(u32, i64, i64), EtcdError>>),
+    /// The hash of everything the store holds, and the revision.
+    Hash(oneshot::Sender<Result<(u32, i64), EtcdError>>),
     /// A watch stream opened: where its responses go.
     OpenWatchStream(u64, mpsc::UnboundedSender<WatchResponse>),
     /// Create a watcher on a stream.
@@ -220,6 +222,14 @@ impl Actor {
             }
             Input::HashKv(revision, reply_to) => {
                 let _ = reply_to.send(hash_kv(&self.node, revision));
+            }
+            Input::Hash(reply_to) => {
+                let store = self.node.store();
+                let hash = keel_storage::backend::hash(store.backend()).map(|hash| (hash, store.current_revision()));
+                let _ = reply_to.send(hash.map_err(|e| {
+                    tracing::error!("hashing the store failed: {e}");
+                    EtcdError::Stopped
+                }));
             }
             Input::OpenWatchStream(stream, to) => {
                 self.watch_streams.insert(stream, to);

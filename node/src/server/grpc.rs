@@ -189,8 +189,12 @@ impl RequestStream {
     }
 }
 
-/// etcd's API version that Keel implements; clients gate features on it.
-const API_VERSION: &str = "3.4.0";
+/// The etcd server version Keel answers as (the release its answers are compared with);
+/// clients gate features on it.
+pub const SERVER_VERSION: &str = "3.4.23";
+
+/// The cluster version, as etcd reports it: the servers' major and minor version.
+pub const CLUSTER_VERSION: &str = "3.4.0";
 
 /// Cluster and maintenance calls the member answers from its own state; None for calls not
 /// served yet.
@@ -227,7 +231,7 @@ async fn member_call(
             Ok(_) => match node.status().await {
                 Ok(s) => Ok(pb::StatusResponse {
                     header: Some(info.header(s.raft.revision)),
-                    version: API_VERSION.to_string(),
+                    version: SERVER_VERSION.to_string(),
                     db_size: s.db_size as i64,
                     leader: s.raft.leader,
                     raft_index: s.raft.commit,
@@ -241,17 +245,27 @@ async fn member_call(
                 Err(e) => Err(Status::from(&e)),
             },
         },
+        // etcd 3.4 answers Defragment and MoveLeader without a response header.
         Method::Defragment => match decode::<pb::DefragmentRequest>(message) {
             Err(status) => Err(status),
             Ok(_) => match node.ask(actor::Input::Defragment).await {
-                Ok(()) => Ok(pb::DefragmentResponse { header: Some(info.header(0)) }.encode_to_vec()),
+                Ok(()) => Ok(pb::DefragmentResponse { header: None }.encode_to_vec()),
                 Err(e) => Err(Status::from(&e)),
             },
         },
         Method::MoveLeader => match decode::<pb::MoveLeaderRequest>(message) {
             Err(status) => Err(status),
             Ok(req) => match node.ask(|tx| actor::Input::MoveLeader(req.target_id, timeout, tx)).await {
-                Ok(()) => Ok(pb::MoveLeaderResponse { header: Some(node.header_info().header(0)) }.encode_to_vec()),
+                Ok(()) => Ok(pb::MoveLeaderResponse { header: None }.encode_to_vec()),
+                Err(e) => Err(Status::from(&e)),
+            },
+        },
+        Method::Hash => match decode::<pb::HashRequest>(message) {
+            Err(status) => Err(status),
+            Ok(_) => match node.ask(actor::Input::Hash).await {
+                Ok((hash, revision)) => {
+                    Ok(pb::HashResponse { header: Some(info.header(revision)), hash }.encode_to_vec())
+                }
                 Err(e) => Err(Status::from(&e)),
             },
         },
@@ -569,6 +583,21 @@ fn rpc_labels(method: Method) -> RpcLabels {
 #[error("malformed grpc-timeout: {0}")]
 pub struct MalformedTimeout(String);
 
+/// grpc-go's answer to a path that names no RPC: a malformed name, an unknown service, or a
+/// method its service lacks.
+fn unknown_method(path: &str) -> Status {
+    let Some((service, name)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return Status::new(Code::ResourceExhausted, format!("malformed method name: {path:?}"));
+    };
+    let known_service =
+        Method::ALL.iter().any(|m| m.path().strip_prefix('/').is_some_and(|p| p.starts_with(&format!("{service}/"))));
+    if known_service {
+        Status::new(Code::Unimplemented, format!("unknown method {name} for service {service}"))
+    } else {
+        Status::new(Code::Unimplemented, format!("unknown service {service}"))
+    }
+}
+
 /// How long the client of `request` waits for its answer, if it says.
 fn client_timeout(request: &Request<Incoming>) -> Result<Option<Duration>, MalformedTimeout> {
     let Some(value) = request.headers().get("grpc-timeout") else { return Ok(None) };
@@ -581,7 +610,7 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
     let max_message = max_message(ctx.max_request);
     let timeout = client_timeout(&request)?;
     let Some(method) = Method::from_path(request.uri().path()) else {
-        let status = Status::new(Code::Unimplemented, format!("unknown method {}", request.uri().path()));
+        let status = unknown_method(request.uri().path());
         RequestStream::new(request.into_body(), max_message).finish_in_background();
         return Ok(failure(status));
     };

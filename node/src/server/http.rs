@@ -11,11 +11,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method as HttpMethod, Request, Response, StatusCode};
 
 use super::gateway::{self, HttpBody};
-use super::grpc::Shared;
+use super::grpc::{Shared, CLUSTER_VERSION, SERVER_VERSION};
 use crate::Request as NodeRequest;
-
-/// etcd's server and cluster versions as `/version` reports them.
-const VERSION_JSON: &str = r#"{"etcdserver":"3.4.0","etcdcluster":"3.4.0"}"#;
 
 /// A complete HTTP response.
 pub fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -48,7 +45,10 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
     let method = request.method().clone();
     let whole = match (method, path.as_str()) {
         (HttpMethod::GET, "/health") => health(&ctx).await,
-        (HttpMethod::GET, "/version") => reply(StatusCode::OK, "application/json", VERSION_JSON),
+        (HttpMethod::GET, "/version") => {
+            let versions = format!(r#"{{"etcdserver":"{SERVER_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#);
+            reply(StatusCode::OK, "application/json", versions)
+        }
         (HttpMethod::GET, "/metrics") => match ctx.node.status().await {
             Ok(status) => reply(
                 StatusCode::OK,
