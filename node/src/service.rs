@@ -108,7 +108,8 @@ pub fn unary_response(reply: &Reply, info: &HeaderInfo) -> Result<Vec<u8>, Statu
         }
         Response::Alarms(alarms) => {
             let alarms = alarms.iter().map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm }).collect();
-            pb::AlarmResponse { header, alarms }.encode_to_vec()
+            // etcd 3.4 answers Alarm without a response header.
+            pb::AlarmResponse { header: None, alarms }.encode_to_vec()
         }
         Response::ConfChange(_) | Response::Published => {
             return Err(Status::new(Code::Internal, "membership replies are built by the cluster service"))

@@ -56,10 +56,10 @@ struct ErrorBody<'a> {
     code: i32,
 }
 
-/// One line of a streamed watch.
+/// One line of a streamed answer (watch, keep-alive, snapshot), as grpc-gateway writes it.
 #[derive(Serialize)]
-struct WatchLine {
-    result: pb::WatchResponse,
+struct ResultLine<M: Serialize> {
+    result: M,
 }
 
 fn json_error(status: &Status) -> Response<HttpBody> {
@@ -114,7 +114,7 @@ fn watch(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
     glommio::spawn_local(async move {
         while let Some(r) = events.next().await {
             let result = grpc::watch_response(&r, &forward.header_info());
-            let mut line = serde_json::to_string(&WatchLine { result }).expect("serializes");
+            let mut line = serde_json::to_string(&ResultLine { result }).expect("serializes");
             line.push('\n');
             if lines.unbounded_send((Bytes::from(line), r.bytes)).is_err() {
                 break;
@@ -132,31 +132,114 @@ fn watch(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
     response
 }
 
-/// Serves `POST path` with a JSON `body`.
+/// `/v3/lease/keepalive`: each JSON request in the body renews its lease, and its answer is
+/// streamed as a `{"result": ...}` line, as etcd's gateway streams the keep-alive stream (a
+/// body of one request gets one line); an unknown lease answers TTL 0.
+async fn keep_alive(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
+    let mut lines = String::new();
+    for request in serde_json::Deserializer::from_slice(body).into_iter::<pb::LeaseKeepAliveRequest>() {
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return json_error(&Status::new(Code::InvalidArgument, e.to_string())),
+        };
+        match grpc::renew(&ctx.node, request.id).await {
+            Ok(result) => {
+                lines.push_str(&serde_json::to_string(&ResultLine { result }).expect("serializes"));
+                lines.push('\n');
+            }
+            Err(status) => return json_error(&status),
+        }
+    }
+    reply(StatusCode::OK, "application/json", lines).map(boxed)
+}
+
+/// `/v3/maintenance/snapshot`: the store's image streamed as `{"result": ...}` lines of
+/// SnapshotResponse, as etcd's gateway streams the snapshot.
+async fn snapshot(ctx: &Shared) -> Response<HttpBody> {
+    match grpc::snapshot_messages(&ctx.node).await {
+        Ok(messages) => {
+            let mut lines = String::new();
+            for result in messages {
+                lines.push_str(&serde_json::to_string(&ResultLine { result }).expect("serializes"));
+                lines.push('\n');
+            }
+            reply(StatusCode::OK, "application/json", lines).map(boxed)
+        }
+        Err(status) => json_error(&status),
+    }
+}
+
+/// The routes of etcd 3.4's gateway, under `/v3/` and the `/v3beta/` it still answers
+/// (HashKV has none there).
+fn route(path: &str) -> Option<&str> {
+    path.strip_prefix("/v3/").or_else(|| path.strip_prefix("/v3beta/"))
+}
+
+/// Whether `path` is one of the gateway's routes (all of them take POST only).
+pub fn serves(path: &str) -> bool {
+    route(path).is_some_and(|r| ROUTES.contains(&r))
+}
+
+const ROUTES: [&str; 21] = [
+    "kv/range",
+    "kv/put",
+    "kv/deleterange",
+    "kv/txn",
+    "kv/compaction",
+    "watch",
+    "lease/grant",
+    "lease/revoke",
+    "kv/lease/revoke",
+    "lease/keepalive",
+    "lease/timetolive",
+    "kv/lease/timetolive",
+    "lease/leases",
+    "kv/lease/leases",
+    "cluster/member/list",
+    "maintenance/status",
+    "maintenance/alarm",
+    "maintenance/defragment",
+    "maintenance/hash",
+    "maintenance/snapshot",
+    "maintenance/transfer-leadership",
+];
+
+/// Serves `POST path` with a JSON `body`; a path that is no route is answered as etcd's
+/// gateway answers it.
 pub async fn handle(path: &str, body: &[u8], ctx: &Shared) -> Response<HttpBody> {
-    match path {
-        "/v3/kv/range" => call::<pb::RangeRequest, pb::RangeResponse>(Method::Range, body, ctx).await,
-        "/v3/kv/put" => call::<pb::PutRequest, pb::PutResponse>(Method::Put, body, ctx).await,
-        "/v3/kv/deleterange" => {
+    match route(path).filter(|r| ROUTES.contains(r)).unwrap_or("") {
+        "kv/range" => call::<pb::RangeRequest, pb::RangeResponse>(Method::Range, body, ctx).await,
+        "kv/put" => call::<pb::PutRequest, pb::PutResponse>(Method::Put, body, ctx).await,
+        "kv/deleterange" => {
             call::<pb::DeleteRangeRequest, pb::DeleteRangeResponse>(Method::DeleteRange, body, ctx).await
         }
-        "/v3/kv/txn" => call::<pb::TxnRequest, pb::TxnResponse>(Method::Txn, body, ctx).await,
-        "/v3/kv/compaction" => call::<pb::CompactionRequest, pb::CompactionResponse>(Method::Compact, body, ctx).await,
-        "/v3/lease/grant" => call::<pb::LeaseGrantRequest, pb::LeaseGrantResponse>(Method::LeaseGrant, body, ctx).await,
-        "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
+        "kv/txn" => call::<pb::TxnRequest, pb::TxnResponse>(Method::Txn, body, ctx).await,
+        "kv/compaction" => call::<pb::CompactionRequest, pb::CompactionResponse>(Method::Compact, body, ctx).await,
+        "watch" => watch(body, ctx),
+        "lease/grant" => call::<pb::LeaseGrantRequest, pb::LeaseGrantResponse>(Method::LeaseGrant, body, ctx).await,
+        "lease/revoke" | "kv/lease/revoke" => {
             call::<pb::LeaseRevokeRequest, pb::LeaseRevokeResponse>(Method::LeaseRevoke, body, ctx).await
         }
-        "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
+        "lease/keepalive" => keep_alive(body, ctx).await,
+        "lease/timetolive" | "kv/lease/timetolive" => {
             call::<pb::LeaseTimeToLiveRequest, pb::LeaseTimeToLiveResponse>(Method::LeaseTimeToLive, body, ctx).await
         }
-        "/v3/lease/leases" | "/v3/kv/lease/leases" => {
+        "lease/leases" | "kv/lease/leases" => {
             call::<pb::LeaseLeasesRequest, pb::LeaseLeasesResponse>(Method::LeaseLeases, body, ctx).await
         }
-        "/v3/cluster/member/list" => {
+        "cluster/member/list" => {
             call::<pb::MemberListRequest, pb::MemberListResponse>(Method::MemberList, body, ctx).await
         }
-        "/v3/maintenance/status" => call::<pb::StatusRequest, pb::StatusResponse>(Method::Status, body, ctx).await,
-        "/v3/watch" => watch(body, ctx),
+        "maintenance/status" => call::<pb::StatusRequest, pb::StatusResponse>(Method::Status, body, ctx).await,
+        "maintenance/alarm" => call::<pb::AlarmRequest, pb::AlarmResponse>(Method::Alarm, body, ctx).await,
+        "maintenance/defragment" => {
+            call::<pb::DefragmentRequest, pb::DefragmentResponse>(Method::Defragment, body, ctx).await
+        }
+        "maintenance/hash" => call::<pb::HashRequest, pb::HashResponse>(Method::Hash, body, ctx).await,
+        "maintenance/snapshot" => snapshot(ctx).await,
+        "maintenance/transfer-leadership" => {
+            call::<pb::MoveLeaderRequest, pb::MoveLeaderResponse>(Method::MoveLeader, body, ctx).await
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not Found\n").map(boxed),
     }
 }

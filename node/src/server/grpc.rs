@@ -284,6 +284,22 @@ async fn member_call(
     Some(answer)
 }
 
+/// Renews lease `id`: etcd's answer to one keep-alive request, TTL 0 for a lease unknown or
+/// expired.
+pub async fn renew(node: &NodeHandle, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    let info = node.header_info();
+    match node.call(crate::Request::LeaseKeepAlive { id }, None).await {
+        Ok(reply) => match reply.response {
+            crate::Response::LeaseKeepAlive { id, ttl } => {
+                Ok(pb::LeaseKeepAliveResponse { header: Some(info.header(reply.revision)), id, ttl })
+            }
+            other => Err(Status::new(Code::Internal, format!("a keep-alive answered {other:?}"))),
+        },
+        Err(EtcdError::LeaseNotFound) => Ok(pb::LeaseKeepAliveResponse { header: Some(info.current()), id, ttl: 0 }),
+        Err(e) => Err(Status::from(&e)),
+    }
+}
+
 /// Lease.LeaseKeepAlive: each request renews its lease and is answered on the stream; an
 /// unknown or expired lease answers TTL 0, as etcd does.
 fn keep_alive(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Response<GrpcBody> {
@@ -299,17 +315,9 @@ fn keep_alive(body: Incoming, ctx: &Shared, timeout: Option<Duration>) -> Respon
                 Err(status) => break status,
             };
             messages.received.inc();
-            let info = node.header_info();
-            let response = match node.call(crate::Request::LeaseKeepAlive { id: request.id }, None).await {
-                Ok(reply) => service::unary_response(&reply, &info),
-                Err(EtcdError::LeaseNotFound) => {
-                    Ok(pb::LeaseKeepAliveResponse { header: Some(info.current()), id: request.id, ttl: 0 }
-                        .encode_to_vec())
-                }
-                Err(e) => Err(Status::from(&e)),
-            };
-            match response {
-                Ok(bytes) => {
+            match renew(&node, request.id).await {
+                Ok(response) => {
+                    let bytes = response.encode_to_vec();
                     // Waits while the client is not reading; no further request is read meanwhile.
                     if tx.send(StreamItem::Message(Bytes::from(frame_encoded(&bytes)))).await.is_err() {
                         return; // the client went away
@@ -332,22 +340,32 @@ const SNAPSHOT_CHUNK: usize = 32 * 1024;
 /// etcdctl checks that what precedes the digest is whole pages).
 const SNAPSHOT_PAGE: usize = 512;
 
-/// Maintenance.Snapshot: the store's image, zero-padded to whole pages, in chunks, then its
-/// SHA-256 digest as the last 32 bytes, as etcd appends it for `snapshot restore` to verify.
+/// The messages of a snapshot: the store's image, zero-padded to whole pages, in chunks,
+/// then its SHA-256 digest as the last 32 bytes, as etcd appends it for `snapshot restore`
+/// to verify.
+pub async fn snapshot_messages(node: &NodeHandle) -> Result<Vec<pb::SnapshotResponse>, Status> {
+    let mut image = node.ask(actor::Input::Snapshot).await.map_err(|e| Status::from(&e))?;
+    image.resize(image.len().next_multiple_of(SNAPSHOT_PAGE), 0);
+    let digest = Sha256::digest(&image);
+    image.extend_from_slice(&digest);
+    let header = Some(node.header_info().header(0));
+    let mut remaining = image.len();
+    Ok(image
+        .chunks(SNAPSHOT_CHUNK)
+        .map(|chunk| {
+            remaining -= chunk.len();
+            pb::SnapshotResponse { header, remaining_bytes: remaining as u64, blob: chunk.to_vec() }
+        })
+        .collect())
+}
+
+/// Maintenance.Snapshot: [`snapshot_messages`] as a stream.
 fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
     let (mut tx, rx) = mpsc::channel(STREAM_QUEUE);
     glommio::spawn_local(async move {
-        let end = match node.ask(actor::Input::Snapshot).await {
-            Ok(mut image) => {
-                image.resize(image.len().next_multiple_of(SNAPSHOT_PAGE), 0);
-                let digest = Sha256::digest(&image);
-                image.extend_from_slice(&digest);
-                let header = Some(node.header_info().header(0));
-                let mut remaining = image.len();
-                for chunk in image.chunks(SNAPSHOT_CHUNK) {
-                    remaining -= chunk.len();
-                    let message =
-                        pb::SnapshotResponse { header, remaining_bytes: remaining as u64, blob: chunk.to_vec() };
+        let end = match snapshot_messages(&node).await {
+            Ok(messages) => {
+                for message in messages {
                     let framed = Bytes::from(frame_encoded(&message.encode_to_vec()));
                     if tx.send(StreamItem::Message(framed)).await.is_err() {
                         return; // the client went away
@@ -355,7 +373,7 @@ fn snapshot(node: NodeHandle, timeout: Option<Duration>) -> Response<GrpcBody> {
                 }
                 Status::ok()
             }
-            Err(e) => Status::from(&e),
+            Err(status) => status,
         };
         let _ = tx.send(StreamItem::End(end)).await;
     })

@@ -57,12 +57,16 @@ pub async fn handle(request: Request<Incoming>, ctx: Rc<Shared>) -> Result<Respo
             ),
             Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", e.to_string()),
         },
-        (HttpMethod::POST, path) if path.starts_with("/v3/") => {
+        (HttpMethod::POST, path) if path.starts_with("/v3/") || path.starts_with("/v3beta/") => {
             let limit = ctx.max_request + 512 * 1024;
             match http_body_util::Limited::new(request.into_body(), limit).collect().await {
                 Ok(body) => return Ok(gateway::handle(path, &body.to_bytes(), &ctx).await),
                 Err(e) => reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", e.to_string()),
             }
+        }
+        // The gateway's routes take POST only, as etcd's.
+        (_, path) if gateway::serves(path) => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method Not Allowed\n")
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     };
