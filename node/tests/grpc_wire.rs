@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::grpc::connect;
 use common::Keel;
 use h2::client::SendRequest;
 use http::Request;
@@ -24,7 +25,7 @@ const CALLS: usize = 1100;
 #[test]
 fn requests_ended_after_their_answer_keep_the_connection_open() {
     with_keel(|address| async move {
-        let client = connect(&address).await;
+        let (client, _) = connect(&address).await;
         let message = range_message();
         for call in 0..CALLS {
             let mut ready =
@@ -56,7 +57,7 @@ fn requests_ended_after_their_answer_keep_the_connection_open() {
 #[test]
 fn an_unknown_method_is_unimplemented() {
     with_keel(|address| async move {
-        let client = connect(&address).await;
+        let (client, _) = connect(&address).await;
         let message = range_message();
         for (path, status, reason) in [
             ("/etcdserverpb.KV/Nothing", "12", "unknown method Nothing for service etcdserverpb.KV"),
@@ -103,7 +104,7 @@ fn client_deadlines_are_honoured() {
     let address = cluster.members[0].endpoint.trim_start_matches("http://").to_string();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
-        let client = connect(&address).await;
+        let (client, _) = connect(&address).await;
         let started = std::time::Instant::now();
         let head = call_with_timeout(&address, "/etcdserverpb.KV/Range", "500m");
         let (status, message) = unary_status(&client, head, range_message()).await;
@@ -135,14 +136,6 @@ fn with_keel<F: Future<Output = ()>>(test: impl FnOnce(String) -> F) {
     let address = keel.endpoint.trim_start_matches("http://").to_string();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(test(address));
-}
-
-/// An HTTP/2 connection to `address`, driven by a task on the current runtime.
-async fn connect(address: &str) -> SendRequest<Bytes> {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connects");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(connection);
-    client
 }
 
 /// The head of a gRPC call to `path`.

@@ -8,23 +8,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::grpc::connect;
 use common::Keel;
 use h2::client::SendRequest;
 use http::Request;
 use keel_api::etcdserverpb as pb;
 use keel_api::grpc::frame_encoded;
 use prost::Message;
-
-/// An HTTP/2 connection to `keel`, driven by a task on the current runtime. The h2 client
-/// opens a stream's window only as far as the caller releases what it read, so a stream
-/// whose response is never read stops the server once its window is full.
-async fn connect(keel: &Keel) -> SendRequest<Bytes> {
-    let address = keel.endpoint.trim_start_matches("http://");
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connects");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(connection);
-    client
-}
 
 /// A call whose request is still open and whose response is never read (dropping either
 /// would reset the stream).
@@ -75,7 +65,9 @@ async fn put_many(keel: &Keel, count: usize, bytes: usize) {
 fn watchers_that_never_read_do_not_grow_the_member() {
     with_member(async |keel| {
         let before = keel.resident_mib();
-        let watchers = connect(keel).await;
+        // The h2 client opens a stream's window only as far as the caller releases what it
+        // read, so a stream whose response is never read stops the server once it is full.
+        let (watchers, _) = connect(&keel.endpoint).await;
         let create = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
                 key: b"w/".to_vec(),

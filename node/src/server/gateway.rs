@@ -62,6 +62,13 @@ struct ResultLine<M: Serialize> {
     result: M,
 }
 
+/// `result` as one line of a streamed answer, newline included.
+fn result_line(result: impl Serialize) -> String {
+    let mut line = serde_json::to_string(&ResultLine { result }).expect("messages serialize");
+    line.push('\n');
+    line
+}
+
 fn json_error(status: &Status) -> Response<HttpBody> {
     let body = ErrorBody { error: &status.message, message: &status.message, code: status.code as i32 };
     let json = serde_json::to_string(&body).expect("serializes");
@@ -114,9 +121,7 @@ fn watch(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
     glommio::spawn_local(async move {
         while let Some(r) = events.next().await {
             let result = grpc::watch_response(&r, &forward.header_info());
-            let mut line = serde_json::to_string(&ResultLine { result }).expect("serializes");
-            line.push('\n');
-            if lines.unbounded_send((Bytes::from(line), r.bytes)).is_err() {
+            if lines.unbounded_send((Bytes::from(result_line(result)), r.bytes)).is_err() {
                 break;
             }
         }
@@ -143,10 +148,7 @@ async fn keep_alive(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
             Err(e) => return json_error(&Status::new(Code::InvalidArgument, e.to_string())),
         };
         match grpc::renew(&ctx.node, request.id).await {
-            Ok(result) => {
-                lines.push_str(&serde_json::to_string(&ResultLine { result }).expect("serializes"));
-                lines.push('\n');
-            }
+            Ok(result) => lines.push_str(&result_line(result)),
             Err(status) => return json_error(&status),
         }
     }
@@ -158,11 +160,7 @@ async fn keep_alive(body: &[u8], ctx: &Shared) -> Response<HttpBody> {
 async fn snapshot(ctx: &Shared) -> Response<HttpBody> {
     match grpc::snapshot_messages(&ctx.node).await {
         Ok(messages) => {
-            let mut lines = String::new();
-            for result in messages {
-                lines.push_str(&serde_json::to_string(&ResultLine { result }).expect("serializes"));
-                lines.push('\n');
-            }
+            let lines: String = messages.into_iter().map(result_line).collect();
             reply(StatusCode::OK, "application/json", lines).map(boxed)
         }
         Err(status) => json_error(&status),

@@ -88,6 +88,8 @@ pub async fn send(client: &SendRequest<Bytes>, authority: &str, call: &Call) -> 
     answer
 }
 
+/// An HTTP/2 connection to `endpoint` (a URL or `host:port`), driven by a task on the
+/// current runtime, and the authority it was made to.
 pub async fn connect(endpoint: &str) -> (SendRequest<Bytes>, String) {
     let authority = endpoint.trim_start_matches("http://").to_string();
     let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connects");
